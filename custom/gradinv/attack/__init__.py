@@ -1,0 +1,20 @@
+"""The attack core: pure PyTorch, no NVFlare. See :func:`attack_update` for the one-call entry point."""
+
+from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
+from gradinv.attack.invert import InversionResult, attack_update, invert, resolve_device
+from gradinv.attack.presets import PRESETS, AttackConfig, get_preset
+from gradinv.attack.replay import FunctionalReplay, replay_running_stats
+
+__all__ = [
+    "AttackConfig",
+    "AttackInputs",
+    "FunctionalReplay",
+    "InversionResult",
+    "PRESETS",
+    "attack_update",
+    "get_preset",
+    "invert",
+    "replay_running_stats",
+    "resolve_device",
+    "validate_attack_inputs",
+]

@@ -1,0 +1,307 @@
+"""The inversion loop: optimise surrogate images (and labels) until the replayed update matches the real one."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
+from gradinv.attack.labels import estimate_label_counts, labels_from_counts
+from gradinv.attack.losses import cosine_distance, image_l2, l2_sum_distance, total_variation_l2
+from gradinv.attack.presets import AttackConfig
+from gradinv.attack.replay import FunctionalReplay, ReplayResult, replay_running_stats
+from gradinv.recipe import TrainingRecipe
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclasses.dataclass
+class InversionResult:
+    """What the attacker reconstructed, and how well its own objective was met (no ground truth here)."""
+
+    images: torch.Tensor
+    """(N, C, H, W) reconstructions in the model's input space ([0, 1]), the best iterate by attacker loss."""
+    label_probabilities: torch.Tensor
+    """(N, num_classes) soft labels of the best iterate."""
+    recovered_labels: list[int]
+    label_counts_estimate: list[int] | None
+    """Analytic label counts from the last layer's bias update (None where not identifiable)."""
+    update_distance: float
+    """Cosine distance between the replayed and the observed parameter update (0 = same direction)."""
+    bn_residual: float | None
+    """Relative error of the replayed BN running statistics: |r_hat - r| / |r - r_global| (None without BN)."""
+    loss: float
+    iterations: int
+    seconds: float
+    stopped: str
+    """``completed`` or ``time_budget``."""
+    history: list[dict[str, float]]
+
+    def diagnostics(self) -> dict[str, Any]:
+        return {
+            "update_distance": self.update_distance,
+            "bn_residual": self.bn_residual,
+            "attack_loss": self.loss,
+            "iterations": self.iterations,
+            "seconds": self.seconds,
+            "stopped": self.stopped,
+            "recovered_labels": self.recovered_labels,
+            "label_counts_estimate": self.label_counts_estimate,
+        }
+
+
+class InversionObjective:
+    """The attacker's loss for one client update, as a function of the surrogate images and targets."""
+
+    def __init__(self, model: nn.Module, inputs: AttackInputs, config: AttackConfig, device: torch.device):
+        self.config = config
+        self.inputs = inputs
+        self.replay = FunctionalReplay(model, inputs.recipe, inputs.num_images, inputs.round_num)
+        self.param_names = self.replay.param_names
+        self.initial_params = {name: inputs.global_state[name].to(device, copy=True).requires_grad_(True) for name in self.param_names}
+        self.observed_update = [inputs.diff[name].to(device) for name in self.param_names]
+        momentum = inputs.recipe.bn_momentum
+        self.bn_momentum = momentum
+        self.bn_initial, self.bn_observed = {}, {}
+        for layer in self.replay.bn_layer_names:
+            initial = tuple(inputs.global_state[f"{layer}.{stat}"].to(device) for stat in ("running_mean", "running_var"))
+            observed = tuple(
+                initial[i] + inputs.diff[f"{layer}.{stat}"].to(device) for i, stat in enumerate(("running_mean", "running_var"))
+            )
+            self.bn_initial[layer], self.bn_observed[layer] = initial, observed
+        if config.bn_mode == "single_step":  # the paper's inversion, exact only for one local step
+            self.bn_single_step_targets = {
+                layer: tuple((observed - (1 - momentum) * initial) / momentum for initial, observed in zip(self.bn_initial[layer], self.bn_observed[layer]))
+                for layer in self.replay.bn_layer_names
+            }
+        moved = sum(((o - i) ** 2).sum() for layer in self.bn_observed for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
+        self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
+        config = self.config
+        replayed = self.replay.run(self.initial_params, images, targets)
+        simulated_update = [replayed.params[name] - self.initial_params[name] for name in self.param_names]
+        terms: dict[str, torch.Tensor] = {"update_cosine": cosine_distance(simulated_update, self.observed_update)}
+        total = config.update_cosine * terms["update_cosine"]
+        if config.update_l2:
+            terms["update_l2"] = l2_sum_distance(simulated_update, self.observed_update)
+            total = total + config.update_l2 * terms["update_l2"]
+        if self.bn_observed and config.bn:
+            terms["bn"] = self.bn_loss(replayed)
+            total = total + config.bn * terms["bn"]
+        if config.tv_l2:
+            total = total + config.tv_l2 * total_variation_l2(images)
+        if config.l2:
+            total = total + config.l2 * image_l2(images)
+        return total, terms, replayed
+
+    def bn_loss(self, replayed: ReplayResult) -> torch.Tensor:
+        momentum, loss = self.bn_momentum, 0.0
+        for layer, steps in replayed.batch_stats.items():
+            if self.config.bn_mode == "exact":
+                estimate = replay_running_stats(*self.bn_initial[layer], steps, momentum)
+                target = self.bn_observed[layer]
+                loss = loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, target))
+            else:
+                estimate, target = steps[-1], self.bn_single_step_targets[layer]
+                loss = loss + sum((e - t).norm() for e, t in zip(estimate, target))
+        return loss
+
+    @torch.no_grad()
+    def bn_residual(self, replayed: ReplayResult) -> float | None:
+        if not self.bn_observed:
+            return None
+        squared = 0.0
+        for layer, steps in replayed.batch_stats.items():
+            estimate = replay_running_stats(*self.bn_initial[layer], steps, self.bn_momentum)
+            squared += sum(float(((e - t) ** 2).sum()) for e, t in zip(estimate, self.bn_observed[layer]))
+        return math.sqrt(squared) / max(self._bn_scale, 1e-30)
+
+
+def learning_rate(iteration: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` iterations, then cosine decay to 0."""
+    if iteration < warmup:
+        return peak * (iteration + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (iteration - warmup) / max(total - warmup, 1))) * peak
+
+
+def invert(
+    model: nn.Module,
+    inputs: AttackInputs,
+    config: AttackConfig,
+    prior: torch.Tensor | None = None,
+    num_classes: int = 2,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    progress: bool = True,
+    description: str = "inverting",
+) -> InversionResult:
+    """Reconstruct a client's images from its update.
+
+    Args:
+        model: an instance of the architecture the client trains (its weights are not used; the
+            global state in ``inputs`` is).
+        inputs: validated attacker knowledge (:func:`gradinv.attack.inputs.validate_attack_inputs`).
+        config: the attack's settings (a preset, see :mod:`gradinv.attack.presets`).
+        prior: (H, W) or (C, H, W) image in [0, 1] that every slot starts from (``init="prior"``);
+            ``None`` falls back to a flat mid-grey image.
+        num_classes: output classes of the model.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        seed: seeds the initial noise, random labels and the Langevin noise.
+        progress: show a tqdm progress bar.
+    """
+    device = resolve_device(device)
+    started = time.monotonic()
+    input_shape = _input_shape(model)
+    model = model.to(device)
+    objective = InversionObjective(model, inputs, config, device)
+    total_iterations = config.total_iterations(inputs.num_images)
+    best: dict[str, Any] = {"loss": math.inf}
+    history: list[dict[str, float]] = []
+    stopped, iterations_run = "completed", 0
+    label_counts = None
+
+    for restart in range(config.restarts):
+        generator = torch.Generator(device="cpu").manual_seed(seed * 7919 + restart)
+        images = _initial_images(config, prior, inputs.num_images, input_shape, generator).to(device).requires_grad_(True)
+        if config.labels == "soft":
+            label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
+        else:
+            if label_counts is None:
+                with torch.no_grad():
+                    mean_probabilities = _mean_prediction(objective, images, inputs.recipe)
+                label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
+            if label_counts is None:
+                label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
+            else:
+                label_logits = 4.0 * F.one_hot(labels_from_counts(label_counts), num_classes).float()
+        label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
+        variables = [images] + ([label_logits] if label_logits.requires_grad else [])
+        optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
+
+        bar = tqdm(range(total_iterations), desc=f"{description} ({restart + 1}/{config.restarts})" if config.restarts > 1 else description,
+                   disable=not progress, leave=False, mininterval=1.0)
+        for iteration in bar:
+            current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            targets = _targets(label_logits, inputs.recipe)
+            loss, terms, _ = objective(images, targets)
+            loss_value = float(loss.detach())
+            if loss_value < best["loss"]:
+                best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone()}
+            gradients = torch.autograd.grad(loss, variables)
+            for variable, gradient in zip(variables, gradients):
+                variable.grad = gradient
+            optimizer.step()
+            with torch.no_grad():
+                if config.energy:
+                    images.add_(torch.randn(images.shape, generator=generator).to(device), alpha=config.energy * current_lr)
+                if config.clamp:
+                    images.clamp_(0, 1)
+            iterations_run += 1
+            if iteration % 50 == 0 or iteration == total_iterations - 1:
+                record = {"iteration": iteration, "loss": loss_value, **{k: float(v.detach()) for k, v in terms.items()}}
+                history.append(record)
+                bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{record['update_cosine']:.4f}")
+            if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
+                stopped = "time_budget"
+                break
+        bar.close()
+        if stopped == "time_budget":
+            break
+
+    # Score the best iterate once more, without the optimiser in the loop.
+    final_images = best["images"]
+    final_targets = _targets(best["label_logits"], inputs.recipe)
+    images_for_eval = final_images.clone().requires_grad_(True)
+    loss, terms, replayed = objective(images_for_eval, final_targets)
+    probabilities = final_targets.detach().cpu()
+    result = InversionResult(
+        images=final_images.detach().cpu().clamp(0, 1),
+        label_probabilities=probabilities,
+        recovered_labels=probabilities.argmax(dim=1).tolist(),
+        label_counts_estimate=label_counts,
+        update_distance=float(terms["update_cosine"].detach()),
+        bn_residual=objective.bn_residual(replayed),
+        loss=float(loss.detach()),
+        iterations=iterations_run,
+        seconds=time.monotonic() - started,
+        stopped=stopped,
+        history=history,
+    )
+    logger.info(
+        "%s: %d images, %d iterations in %.1f s (%s), update cosine distance %.4g, BN residual %s",
+        description, inputs.num_images, iterations_run, result.seconds, stopped, result.update_distance,
+        "n/a" if result.bn_residual is None else f"{result.bn_residual:.4g}",
+    )
+    return result
+
+
+def attack_update(
+    model: nn.Module,
+    global_state: Mapping[str, Any],
+    diff: Mapping[str, Any],
+    recipe: TrainingRecipe,
+    num_images: int,
+    config: AttackConfig,
+    prior: torch.Tensor | None = None,
+    num_classes: int = 2,
+    round_num: int = 0,
+    **invert_kwargs: Any,
+) -> InversionResult:
+    """Validate what a server holds (global state, the client's state-dict diff, recipe, N) and invert it."""
+    inputs = validate_attack_inputs(model, global_state, diff, recipe, num_images, round_num)
+    return invert(model, inputs, config, prior=prior, num_classes=num_classes, **invert_kwargs)
+
+
+def _targets(label_logits: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:
+    return torch.sigmoid(label_logits) if recipe.loss == "bce" else torch.softmax(label_logits, dim=1)
+
+
+def _input_shape(model: nn.Module) -> tuple[int, int, int]:
+    channels = getattr(model, "in_channels", 1)
+    resolution = getattr(model, "resolution", None)
+    if resolution is None:
+        raise ValueError(f"{type(model).__name__} does not say its input resolution; pass a model from gradinv.models")
+    return channels, resolution, resolution
+
+
+def _initial_images(config: AttackConfig, prior: torch.Tensor | None, count: int, shape: tuple[int, int, int],
+                    generator: torch.Generator) -> torch.Tensor:
+    if config.init == "random":
+        return torch.rand((count, *shape), generator=generator)
+    base = torch.full(shape, 0.5) if prior is None else _resize_prior(prior, shape)
+    noise = config.init_noise * torch.randn((count, *shape), generator=generator)
+    return (base.unsqueeze(0) + noise).clamp(0, 1)
+
+
+def _resize_prior(prior: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    prior = torch.as_tensor(prior, dtype=torch.float32)
+    if prior.dim() == 2:
+        prior = prior.unsqueeze(0)
+    if tuple(prior.shape[-2:]) != shape[-2:]:
+        prior = F.interpolate(prior.unsqueeze(0), size=shape[-2:], mode="area").squeeze(0)
+    return prior.expand(shape[0], -1, -1).clone()
+
+
+def _mean_prediction(objective: InversionObjective, images: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:
+    logits = torch.func.functional_call(objective.replay.model, objective.initial_params, (images,))
+    probabilities = torch.sigmoid(logits) if recipe.loss == "bce" else torch.softmax(logits, dim=1)
+    return probabilities.mean(dim=0)

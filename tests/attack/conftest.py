@@ -1,0 +1,46 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from skimage import color, data, transform
+
+from gradinv.models import build_model
+from gradinv.recipe import TrainingRecipe
+
+
+def _square(image: np.ndarray, resolution: int) -> np.ndarray:
+    image = image.astype(np.float64)
+    image = (image - image.min()) / (image.max() - image.min())
+    side = min(image.shape)
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    return transform.resize(image[top : top + side, left : left + side], (resolution, resolution), anti_aliasing=True)
+
+
+@pytest.fixture
+def natural_images():
+    """Distinct real grayscale images (scikit-image's bundled set) as (N, 1, R, R) in [0, 1]."""
+
+    def make(count: int, resolution: int) -> torch.Tensor:
+        sources = [data.camera(), color.rgb2gray(data.retina()), data.moon(), data.cell(),
+                   data.shepp_logan_phantom(), data.coins(), data.clock(), color.rgb2gray(data.astronaut())]
+        return torch.tensor(np.stack([_square(s, resolution) for s in sources[:count]]), dtype=torch.float32).unsqueeze(1)
+
+    return make
+
+
+@pytest.fixture
+def client_update():
+    """Train a real client (nn.Module + torch.optim) with a recipe; return (model, global_state, diff)."""
+
+    def run(model_name: str, images: torch.Tensor, labels: torch.Tensor, recipe: TrainingRecipe, round_num: int = 0,
+            dtype: torch.dtype = torch.float32, **model_kwargs):
+        torch.manual_seed(0)
+        model = build_model(model_name, resolution=images.shape[-1], **model_kwargs).to(dtype)
+        global_state = {k: v.clone() for k, v in model.state_dict().items()}
+        client = copy.deepcopy(model)
+        recipe.train(client, images, labels, round_num=round_num)
+        diff = {k: client.state_dict()[k] - global_state[k] for k in global_state}
+        return model, global_state, diff
+
+    return run

@@ -1,0 +1,85 @@
+"""End to end: a real client's update is inverted back to its image."""
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from gradinv.attack import attack_update, get_preset
+from gradinv.attack.invert import learning_rate
+from gradinv.recipe import TrainingRecipe
+
+
+def test_single_image_client_is_reconstructed(natural_images, client_update):
+    images, labels = natural_images(1, 32), torch.tensor([1])
+    recipe = TrainingRecipe(lr=0.01, batch_size=1)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    prior = torch.full((32, 32), 0.5)
+
+    result = attack_update(model, global_state, diff, recipe, num_images=1, config=get_preset("fast", {"iterations": 300}),
+                           prior=prior, progress=False, seed=0)
+
+    ssim = structural_similarity(images[0, 0].numpy(), result.images[0, 0].numpy(), data_range=1.0)
+    assert ssim > 0.9
+    assert result.recovered_labels == [1]
+    assert result.label_counts_estimate == [0, 1]
+    assert result.update_distance < 0.05
+    assert result.bn_residual < 0.01
+    assert result.iterations == 300 and result.stopped == "completed"
+
+
+def test_time_budget_stops_early_with_the_best_iterate(natural_images, client_update):
+    images, labels = natural_images(1, 32), torch.tensor([0])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    config = get_preset("fast", {"iterations": 100000, "time_budget_s": 0.5})
+
+    result = attack_update(model, global_state, diff, recipe, 1, config, progress=False)
+
+    assert result.stopped == "time_budget"
+    assert 0 < result.iterations < 100000
+    assert torch.isfinite(result.images).all() and result.images.min() >= 0 and result.images.max() <= 1
+
+
+def test_attack_does_not_mutate_inputs(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 1])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    global_numpy = {k: v.numpy().copy() for k, v in global_state.items()}
+    diff_numpy = {k: v.numpy().copy() for k, v in diff.items()}
+    passed_global = {k: v.copy() for k, v in global_numpy.items()}
+    passed_diff = {k: v.copy() for k, v in diff_numpy.items()}
+    model_state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    attack_update(model, passed_global, passed_diff, recipe, 2, get_preset("fast", {"iterations": 5}), progress=False)
+
+    for k in global_numpy:
+        np.testing.assert_array_equal(passed_global[k], global_numpy[k])
+        np.testing.assert_array_equal(passed_diff[k], diff_numpy[k])
+        assert torch.equal(model.state_dict()[k], model_state[k])
+
+
+def test_attack_is_reproducible_with_a_seed(natural_images, client_update):
+    images, labels = natural_images(1, 32), torch.tensor([0])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    config = get_preset("fast", {"iterations": 20})
+    first = attack_update(model, global_state, diff, recipe, 1, config, progress=False, seed=4)
+    second = attack_update(model, global_state, diff, recipe, 1, config, progress=False, seed=4)
+    assert torch.equal(first.images, second.images)
+
+
+@pytest.mark.parametrize("preset", ["paper", "gpu"])
+def test_other_presets_run(natural_images, client_update, preset):
+    images, labels = natural_images(1, 32), torch.tensor([0])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    result = attack_update(model, global_state, diff, recipe, 1, get_preset(preset, {"iterations": 5}), progress=False)
+    assert result.iterations == 5 and torch.isfinite(result.images).all()
+
+
+def test_learning_rate_schedule_warms_up_then_decays_to_zero():
+    rates = [learning_rate(i, 1000, 0.1, 100) for i in range(1000)]
+    assert rates[0] == pytest.approx(0.001) and rates[99] == pytest.approx(0.1)
+    assert rates[100] == pytest.approx(0.1) and rates[-1] < 1e-5
+    assert all(a >= b for a, b in zip(rates[100:], rates[101:]))
