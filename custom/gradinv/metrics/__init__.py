@@ -20,8 +20,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
+    "LPIPSMetric": "gradinv.metrics.perceptual",
+    "lpips_distance": "gradinv.metrics.perceptual",
     "Matching": "gradinv.metrics.matching",
     "match_reconstructions": "gradinv.metrics.matching",
+    "ensure_lpips_weights": "gradinv.metrics.lpips_weights",
+    "lpips_weights_path": "gradinv.metrics.lpips_weights",
     "label_accuracy": "gradinv.metrics.labels",
     "matched_label_accuracy": "gradinv.metrics.labels",
     "rdlv": "gradinv.metrics.relative_leakage",
@@ -35,7 +39,9 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # static analysers see the eager imports
     from gradinv.metrics.labels import label_accuracy, matched_label_accuracy
+    from gradinv.metrics.lpips_weights import ensure_lpips_weights, lpips_weights_path
     from gradinv.metrics.matching import Matching, match_reconstructions
+    from gradinv.metrics.perceptual import LPIPSMetric, lpips_distance
     from gradinv.metrics.relative_leakage import rdlv
     from gradinv.metrics.similarity import minmax_normalise, psnr, ssim, ssim_matrix
 
