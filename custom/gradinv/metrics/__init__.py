@@ -24,6 +24,8 @@ _EXPORTS = {
     "lpips_distance": "gradinv.metrics.perceptual",
     "Matching": "gradinv.metrics.matching",
     "match_reconstructions": "gradinv.metrics.matching",
+    "VISIBLY_LEAKED_SSIM": "gradinv.metrics.evaluate",
+    "evaluate_reconstruction": "gradinv.metrics.evaluate",
     "ensure_lpips_weights": "gradinv.metrics.lpips_weights",
     "lpips_weights_path": "gradinv.metrics.lpips_weights",
     "label_accuracy": "gradinv.metrics.labels",
@@ -38,6 +40,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # static analysers see the eager imports
+    from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM, evaluate_reconstruction
     from gradinv.metrics.labels import label_accuracy, matched_label_accuracy
     from gradinv.metrics.lpips_weights import ensure_lpips_weights, lpips_weights_path
     from gradinv.metrics.matching import Matching, match_reconstructions
