@@ -1,0 +1,229 @@
+"""Reading medical and ordinary image files into grayscale float arrays in [0, 1].
+
+One code path serves every consumer: the sample-set builder, the FL client's data loading and the
+attack CLI all call :func:`load_image` (or :func:`read_image_unit` when they crop themselves), so a
+DICOM is windowed the same way wherever it is read.
+
+Conventions:
+
+* Ordinary images (PNG/JPEG/BMP/TIFF): colour is converted to luma (ITU-R 601-2); integer pixels are
+  divided by their type's maximum (so 8- and 16-bit files keep their own contrast); float TIFFs
+  already in [0, 1] are kept, others are min-max scaled.
+* DICOM: rescale slope/intercept (modality LUT) is applied, the result is windowed to the 0.5th..99.5th
+  percentile (robust to a few saturated pixels and to large black borders), and MONOCHROME1 is
+  inverted so that dense tissue is bright, as on a radiologist's screen. Multi-frame: the middle frame.
+  Colour DICOM (RGB/YBR/palette) is converted to luma.
+* Resizing: centre square crop, then area averaging (PIL ``BOX``) when shrinking, which is
+  anti-aliased, and bilinear interpolation when enlarging (no overshoot outside [0, 1]).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from gradinv.errors import DataError
+
+if TYPE_CHECKING:
+    import torch
+
+#: File name suffixes (lower case) treated as images when a folder is listed.
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_SUFFIXES = RASTER_SUFFIXES + DICOM_SUFFIXES
+
+#: Percentiles of the DICOM window mapped to 0 and 1.
+DICOM_WINDOW_PERCENTILES = (0.5, 99.5)
+
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_MAGIC = b"DICM"
+
+
+def has_dicom_magic(path: Path) -> bool:
+    """True when the file carries the DICOM Part 10 preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+    except OSError:
+        return False
+    return head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC
+
+
+def is_image_file(path: Path) -> bool:
+    """True for files named like a supported image, or extensionless files that are DICOM.
+
+    DICOM exports often have no suffix (``IM0001``), hence the magic check for those only: reading
+    132 bytes of every file in a large folder would be slow and is unnecessary for named files.
+    """
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    return suffix == "" and has_dicom_magic(path)
+
+
+def _is_dicom(path: Path) -> bool:
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicom_magic(path)
+
+
+def _unreadable(path: Path, why: str) -> DataError:
+    return DataError(
+        f"{path}: not a readable image ({why}). Supported: PNG, JPEG, BMP, TIFF, DICOM; "
+        "remove or replace this file, or leave it out of the folder/datalist."
+    )
+
+
+def _window_unit(pixels: np.ndarray) -> np.ndarray:
+    """Map the DICOM percentile window to [0, 1] (float32)."""
+    pixels = pixels.astype(np.float64, copy=False)
+    low, high = np.percentile(pixels, DICOM_WINDOW_PERCENTILES)
+    if high <= low:  # a constant image: keep it flat instead of dividing by zero
+        return np.zeros(pixels.shape, dtype=np.float32)
+    return np.clip((pixels - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601-2 luma of an (H, W, 3) array, the same weights PIL's ``convert("L")`` uses."""
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def read_dicom_unit(path: Path) -> np.ndarray:
+    """Read a DICOM file's (middle) frame as float32 (H, W) in [0, 1]; see the module docstring."""
+    import pydicom
+    from pydicom.pixels import apply_color_lut, apply_rescale
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise _unreadable(path, f"DICOM header cannot be parsed: {exc}") from exc
+    if "PixelData" not in dataset:
+        raise _unreadable(path, "DICOM file without pixel data")
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns about harmless header inconsistencies it corrects (e.g. pixel representation)
+            warnings.simplefilter("ignore")
+            pixels = dataset.pixel_array
+    except Exception as exc:
+        raise _unreadable(
+            path,
+            f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}); compressed transfer "
+            "syntaxes such as JPEG Lossless/JPEG-LS need a decoder plugin (pylibjpeg or python-gdcm), "
+            "or convert the file to uncompressed DICOM or PNG",
+        ) from exc
+
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    samples_per_pixel = int(dataset.get("SamplesPerPixel", 1))
+    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[frames // 2]
+
+    if photometric == "PALETTE COLOR":
+        rgb = apply_color_lut(pixels, dataset).astype(np.float64)
+        return _window_unit(_luma(rgb))
+    if samples_per_pixel == 3:
+        # pydicom converts YBR to RGB when decoding, so three samples are RGB here
+        return _window_unit(_luma(pixels.astype(np.float64)))
+
+    values = apply_rescale(pixels, dataset)
+    unit = _window_unit(values)
+    if photometric == "MONOCHROME1":  # high values are dark on MONOCHROME1: invert for display
+        unit = 1.0 - unit
+    return unit
+
+
+def _raster_to_unit(image: Image.Image) -> np.ndarray:
+    """Convert a PIL image to float32 grayscale in [0, 1] (see the module docstring)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return (np.asarray(image, dtype=np.float64) / 65535.0).astype(np.float32)
+    if image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
+            return values.astype(np.float32)
+        low, high = float(values.min()), float(values.max())
+        if high <= low:
+            return np.zeros(values.shape, dtype=np.float32)
+        return ((values - low) / (high - low)).astype(np.float32)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, image)  # transparent pixels read as black
+    if image.mode != "L":
+        image = image.convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def read_image_unit(path: str | Path) -> np.ndarray:
+    """Read any supported image file at its own size as float32 grayscale (H, W) in [0, 1].
+
+    Raises :class:`DataError` naming the file when it is missing, not an image, or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found; check the path (datalists hold absolute paths).")
+    if _is_dicom(path):
+        return read_dicom_unit(path)
+    try:
+        with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # multi-page TIFF / animated image: same rule as multi-frame DICOM
+                image.seek(frames // 2)
+            image.load()
+            return _raster_to_unit(image)
+    except UnidentifiedImageError as exc:
+        raise _unreadable(path, "unknown or damaged image format") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
+        raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def centre_square(image: np.ndarray) -> np.ndarray:
+    """The largest centred square of an (H, W) array."""
+    height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def resize_square(image: np.ndarray, resolution: int) -> np.ndarray:
+    """Resize a square float32 array to resolution x resolution (area when shrinking, bilinear when enlarging)."""
+    if image.shape == (resolution, resolution):
+        return image.astype(np.float32, copy=False)
+    shrinking = image.shape[0] > resolution
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize((resolution, resolution), method)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+
+
+def load_image(path: str | Path, resolution: int) -> np.ndarray:
+    """Load one image as float32 (resolution, resolution) grayscale in [0, 1].
+
+    Centre square crop, then anti-aliased resize. PNG/JPEG/BMP/TIFF and DICOM are supported; a file
+    that is missing or cannot be decoded raises :class:`DataError` naming it.
+    """
+    if resolution < 1:
+        raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
+    return resize_square(centre_square(read_image_unit(path)), resolution)
+
+
+def load_images(entries: Sequence[Mapping], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load datalist entries (``{"image": path, "label": int}``) into tensors.
+
+    Returns ``(images, labels)``: a float32 tensor (N, 1, R, R) in [0, 1] and an int64 tensor (N,).
+    """
+    import torch
+
+    if not entries:
+        raise DataError("no images to load: the datalist entry list is empty.")
+    arrays = []
+    labels = []
+    for index, entry in enumerate(entries):
+        if "image" not in entry or "label" not in entry:
+            raise DataError(f"datalist entry {index} lacks an 'image' or 'label' key: {dict(entry)!r}")
+        arrays.append(load_image(entry["image"], resolution))
+        labels.append(int(entry["label"]))
+    images = torch.from_numpy(np.stack(arrays)[:, None])
+    return images, torch.tensor(labels, dtype=torch.long)

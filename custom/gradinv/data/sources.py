@@ -1,0 +1,371 @@
+"""Turn a user's images into an item list ``[{"image": abs_path, "label": int}]`` plus class names.
+
+Supported sources, dispatched by :func:`list_images`:
+
+* **a folder with one subfolder per class** (labels from folder names, sorted alphabetically unless
+  ``classes`` gives the order). A class folder holding an ``images/`` subfolder uses only that, which
+  is the COVID-19 Radiography Database layout (``COVID/images/*.png`` beside ``COVID/masks/*.png``);
+  otherwise the images directly inside the class folder are used (``classA/*.png``).
+* **a flat folder** of images: there are no labels, so they are *assigned* by a documented rule:
+  in sorted file-name order, image ``i`` gets label ``(i + seed) % num_classes`` (alternating 0/1 for
+  two classes). Such lists have ``labels_known=False`` and class names ``assigned_0, assigned_1, ...``.
+* **a MedMNIST ``.npz``** (keys ``train_images``, ``train_labels``, ``val_*``, ``test_*``): one split is
+  extracted once to PNG files with deterministic names in a cache folder, so datalists hold paths.
+* **a CSV** with a ``path,label`` header (relative paths resolve against the CSV's folder; labels are
+  integers, or class names mapped to integers in sorted order).
+* **a JSON datalist** (MONAI decathlon style, see :mod:`gradinv.data.datalists`).
+
+Hidden files (``.DS_Store``, ``._x.png``) are ignored; a folder's files are taken in sorted order, so
+"the first N images" is reproducible.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gradinv.data.datalists import datalist_class_names, load_datalist
+from gradinv.data.images import IMAGE_SUFFIXES, is_image_file, read_image_unit
+from gradinv.errors import DataError
+from gradinv.paths import gradinv_home
+
+#: A class folder containing this subfolder takes its images from it (COVID-19 Radiography Database).
+IMAGES_SUBFOLDER = "images"
+#: MedMNIST split names as they appear in the ``.npz`` keys.
+MEDMNIST_SPLITS = ("train", "val", "test")
+#: Datalist key for each split name accepted by :func:`list_images`.
+DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
+
+_SUPPORTED = "a folder of images (flat or one subfolder per class), a MedMNIST .npz, a CSV (path,label) or a JSON datalist"
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """Images of one source, ready for :func:`gradinv.data.make_site_datalists`.
+
+    ``items`` are ``{"image": absolute path, "label": int}``; ``class_names[k]`` names label ``k``;
+    ``labels_known`` is False when labels were assigned by rule (a flat folder) rather than read
+    from the source.
+    """
+
+    items: list[dict]
+    class_names: list[str]
+    labels_known: bool
+    source: Path
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+def _images_in(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and is_image_file(p))
+
+
+def _class_image_folder(class_folder: Path) -> Path:
+    images = class_folder / IMAGES_SUBFOLDER
+    return images if images.is_dir() else class_folder
+
+
+def _describe_other_files(folder: Path) -> str:
+    others = sorted(p.name for p in folder.iterdir() if _visible(p))
+    if not others:
+        return f"{folder} is empty"
+    shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+    return f"{folder} holds {len(others)} entries but no images ({shown})"
+
+
+def list_folder(folder: str | Path, *, classes: list[str] | None = None, seed: int = 0,
+                num_classes: int = 2) -> ImageList:
+    """List a class-folder tree or a flat folder (see the module docstring for the rules).
+
+    ``classes`` selects and orders class folders (e.g. ``["Normal", "COVID"]`` makes Normal label 0);
+    ``seed`` and ``num_classes`` only matter for a flat folder, whose labels are assigned.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise DataError(f"{folder}: image folder not found; check the path.")
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder; expected {_SUPPORTED}.")
+    folder = folder.resolve()
+
+    class_folders = {
+        sub.name: _class_image_folder(sub)
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
+    }
+    class_folders = {name: path for name, path in class_folders.items() if _images_in(path)}
+    loose_images = _images_in(folder)
+
+    if class_folders and loose_images:
+        raise DataError(
+            f"{folder}: holds both images ({loose_images[0].name}, ...) and class subfolders "
+            f"({', '.join(class_folders)}); keep either one subfolder per class or a flat folder of images."
+        )
+    if class_folders:
+        names = list(classes) if classes else sorted(class_folders)
+        missing = [name for name in names if name not in class_folders]
+        if missing:
+            raise DataError(
+                f"{folder}: no class folder with images named {', '.join(missing)}; "
+                f"class folders found: {', '.join(sorted(class_folders))}."
+            )
+        items = [
+            {"image": str(path), "label": label}
+            for label, name in enumerate(names)
+            for path in _images_in(class_folders[name])
+        ]
+        return ImageList(items, names, labels_known=True, source=folder)
+
+    if not loose_images:
+        raise DataError(
+            f"{_describe_other_files(folder)}; expected image files ({', '.join(IMAGE_SUFFIXES)}, or "
+            "extensionless DICOM) directly inside it or in one subfolder per class."
+        )
+    if classes:
+        raise DataError(f"{folder}: a flat folder has no class subfolders to select {', '.join(classes)} from.")
+    if num_classes < 1:
+        raise DataError(f"num_classes must be at least 1 to assign labels to a flat folder, got {num_classes}.")
+    items = [
+        {"image": str(path), "label": (index + seed) % num_classes}
+        for index, path in enumerate(loose_images)
+    ]
+    return ImageList(items, [f"assigned_{k}" for k in range(num_classes)], labels_known=False, source=folder)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_medmnist_cache(npz_path: Path) -> Path:
+    """Where a MedMNIST file's PNGs go by default: ``<GRADINV_HOME>/data/medmnist/<stem>-<sha256[:12]>``."""
+    return gradinv_home() / "data" / "medmnist" / f"{npz_path.stem}-{_file_digest(npz_path)[:12]}"
+
+
+def _medmnist_arrays(npz_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    if split not in MEDMNIST_SPLITS:
+        raise DataError(f"MedMNIST split must be one of {', '.join(MEDMNIST_SPLITS)}, got {split!r}.")
+    try:
+        archive = np.load(npz_path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{npz_path}: not a readable .npz file ({exc}); expected a MedMNIST download.") from exc
+    with archive:
+        image_key, label_key = f"{split}_images", f"{split}_labels"
+        if image_key not in archive.files or label_key not in archive.files:
+            raise DataError(
+                f"{npz_path}: no {image_key!r}/{label_key!r} arrays (found: {', '.join(archive.files) or 'none'}); "
+                "expected MedMNIST keys train_images, train_labels, val_*, test_*."
+            )
+        images, labels = archive[image_key], archive[label_key]
+    if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise DataError(
+            f"{npz_path}: {image_key} has shape {images.shape} and type {images.dtype}; "
+            "expected uint8 (N, H, W) or (N, H, W, 3)."
+        )
+    if labels.ndim == 2 and labels.shape[1] != 1:
+        raise DataError(
+            f"{npz_path}: {label_key} has shape {labels.shape}: multi-label datasets (e.g. ChestMNIST) are not "
+            "supported; gradinv needs one integer class per image."
+        )
+    labels = labels.reshape(-1)
+    if len(labels) != len(images):
+        raise DataError(f"{npz_path}: {len(images)} images but {len(labels)} labels in split {split!r}.")
+    if len(labels) and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0):
+        raise DataError(f"{npz_path}: {label_key} must hold non-negative integers, got {labels.dtype}.")
+    return images, labels.astype(np.int64)
+
+
+def list_medmnist_npz(npz_path: str | Path, *, split: str = "train", cache_dir: str | Path | None = None) -> ImageList:
+    """Extract one split of a MedMNIST ``.npz`` to PNGs (once) and list them.
+
+    Files are ``<cache_dir>/<split>/<split>_<index:06d>.png`` (index in the ``.npz``), written to a
+    temporary folder and moved into place, so an interrupted extraction is redone next time.
+    Class names are ``class_0, class_1, ...`` (the ``.npz`` carries no names).
+    """
+    npz_path = Path(npz_path).expanduser()
+    if not npz_path.is_file():
+        raise DataError(f"{npz_path}: MedMNIST .npz file not found; check the path.")
+    npz_path = npz_path.resolve()
+    images, labels = _medmnist_arrays(npz_path, split)
+    cache = Path(cache_dir).expanduser().resolve() if cache_dir else default_medmnist_cache(npz_path)
+    split_folder = cache / split
+    names = [f"{split}_{index:06d}.png" for index in range(len(images))]
+
+    complete_marker = split_folder / ".complete"
+    if not (complete_marker.is_file() and complete_marker.read_text() == str(len(images))):
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{split}.extracting-", dir=cache))
+        for name, pixels in zip(names, images):
+            Image.fromarray(pixels).save(staging / name)
+        (staging / ".complete").write_text(str(len(images)))
+        shutil.rmtree(split_folder, ignore_errors=True)
+        try:
+            os.replace(staging, split_folder)
+        except OSError:  # another process finished the same extraction first: keep its copy
+            shutil.rmtree(staging, ignore_errors=True)
+            if not complete_marker.is_file():
+                raise
+
+    items = [{"image": str(split_folder / name), "label": int(label)} for name, label in zip(names, labels)]
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+    return ImageList(items, [f"class_{k}" for k in range(num_classes)], labels_known=True, source=npz_path)
+
+
+def list_csv(csv_path: str | Path) -> ImageList:
+    """List the images of a ``path,label`` CSV (see the module docstring for label rules)."""
+    csv_path = Path(csv_path).expanduser()
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: CSV file not found; check the path.")
+    csv_path = csv_path.resolve()
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [name.strip() for name in reader.fieldnames or []]
+            if "path" not in header or "label" not in header:
+                raise DataError(
+                    f"{csv_path}: the first line must be a header naming the columns 'path' and 'label' "
+                    f"(found: {', '.join(header) or 'nothing'})."
+                )
+            reader.fieldnames = header
+            rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{csv_path}: not a UTF-8 text CSV ({exc}).") from exc
+    except csv.Error as exc:
+        raise DataError(f"{csv_path}: malformed CSV ({exc}).") from exc
+    if not rows:
+        raise DataError(f"{csv_path}: no rows after the header; add one 'path,label' line per image.")
+
+    paths, raw_labels = [], []
+    for line, row in rows:
+        path_text, label_text = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not path_text or not label_text:
+            raise DataError(f"{csv_path}, line {line}: empty path or label.")
+        path = Path(path_text).expanduser()
+        paths.append((line, path if path.is_absolute() else csv_path.parent / path))
+        raw_labels.append(label_text)
+
+    missing = [f"line {line}: {path}" for line, path in paths if not path.is_file()]
+    if missing:
+        shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataError(f"{csv_path}: {len(missing)} image file(s) not found ({shown}); relative paths are "
+                        "resolved against the CSV's folder.")
+
+    if all(text.lstrip("-").isdigit() for text in raw_labels):
+        labels = [int(text) for text in raw_labels]
+        if min(labels) < 0:
+            raise DataError(f"{csv_path}: labels must be non-negative integers or class names.")
+        class_names = [f"class_{k}" for k in range(max(labels) + 1)]
+    else:  # class names: map them to integers in sorted order
+        class_names = sorted(set(raw_labels))
+        labels = [class_names.index(text) for text in raw_labels]
+    items = [{"image": str(path.resolve()), "label": label} for (_, path), label in zip(paths, labels)]
+    return ImageList(items, class_names, labels_known=True, source=csv_path)
+
+
+def list_datalist(json_path: str | Path, *, split: str = "train") -> ImageList:
+    """List one split (``train``/``val``/``test``) of a JSON datalist, with names from its ``labels`` map."""
+    if split not in DATALIST_KEYS:
+        raise DataError(f"split must be one of {', '.join(DATALIST_KEYS)}, got {split!r}.")
+    json_path = Path(json_path).expanduser().resolve()
+    items = load_datalist(json_path, DATALIST_KEYS[split])
+    num_classes = max((item["label"] for item in items), default=-1) + 1
+    return ImageList(items, datalist_class_names(json_path, num_classes), labels_known=True, source=json_path)
+
+
+def list_images(source: str | Path, *, n: int | None = None, split: str = "train", classes: list[str] | None = None,
+                seed: int = 0, num_classes: int = 2, cache_dir: str | Path | None = None,
+                verify: bool = False) -> ImageList:
+    """List the images of any supported source, dispatching on what ``source`` is.
+
+    ``n`` keeps the first ``n`` items (sorted order for folders, file order otherwise) and raises
+    :class:`DataError` when fewer exist. ``split`` picks the MedMNIST / datalist split; ``classes``,
+    ``seed`` and ``num_classes`` apply to folders (see :func:`list_folder`); ``cache_dir`` to ``.npz``.
+    ``verify`` decodes every listed image now, so an unreadable file is reported (by name) before any
+    work starts.
+    """
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise DataError(f"{path}: not found; expected {_SUPPORTED}.")
+    if path.is_dir():
+        listed = list_folder(path, classes=classes, seed=seed, num_classes=num_classes)
+    elif suffix == ".npz":
+        listed = list_medmnist_npz(path, split=split, cache_dir=cache_dir)
+    elif suffix == ".csv":
+        listed = list_csv(path)
+    elif suffix == ".json":
+        listed = list_datalist(path, split=split)
+    else:
+        raise DataError(f"{path}: unsupported source; expected {_SUPPORTED}.")
+
+    items = listed.items
+    if n is not None:
+        if n < 1:
+            raise DataError(f"the number of images must be at least 1, got {n}.")
+        if len(items) < n:
+            raise DataError(f"{listed.source}: holds {len(items)} image(s) but {n} were asked for; "
+                            "ask for fewer or add images.")
+        items = items[:n]
+    if verify:
+        for item in items:
+            read_image_unit(item["image"])
+    return ImageList(items, listed.class_names, listed.labels_known, listed.source)
+
+
+#: Held-out images taken for evaluation when a source has no test split (fewer if fewer are left).
+DEFAULT_HELD_OUT_IMAGES = 40
+
+
+def _has_own_test_split(path: Path) -> bool:
+    """A MedMNIST file always has one; a JSON datalist when its ``test`` list is non-empty."""
+    if path.suffix.lower() == ".npz":
+        return True
+    if path.suffix.lower() == ".json":
+        return bool(json.loads(path.read_text(encoding="utf-8")).get(DATALIST_KEYS["test"]))
+    return False
+
+
+def site_datalists_from_source(source: str | Path, images_per_site: list[int], out_dir: str | Path, *,
+                               seed: int = 0, test_source: str | Path | None = None,
+                               test_images: int | None = None, classes: list[str] | None = None,
+                               cache_dir: str | Path | None = None) -> tuple[dict[str, Path], ImageList, int]:
+    """Write per-site datalists from any supported source; returns ``(paths, training list, test count)``.
+
+    Test images come from, in order: ``test_source`` (its ``test`` split for a ``.npz``/datalist);
+    the source's own test split (a MedMNIST ``.npz``, or a JSON datalist with a non-empty ``test``
+    list); otherwise ``test_images`` class-balanced images held out from the source before the sites
+    draw (default: up to 40 of the images the sites leave over).
+    """
+    from gradinv.data.datalists import hold_out, make_site_datalists
+
+    path = Path(source).expanduser()
+    training = list_images(path, split="train", classes=classes, seed=seed, cache_dir=cache_dir)
+    items = training.items
+    if test_source is not None:
+        test_items = list_images(test_source, split="test", classes=classes, seed=seed,
+                                 num_classes=len(training.class_names), cache_dir=cache_dir).items
+    elif _has_own_test_split(path):
+        test_items = list_images(path, split="test", cache_dir=cache_dir).items
+    else:
+        spare = max(len(items) - sum(images_per_site), 0)
+        count = min(DEFAULT_HELD_OUT_IMAGES, spare) if test_images is None else test_images
+        items, test_items = hold_out(items, count, seed=seed)
+    paths = make_site_datalists(items, images_per_site, out_dir, seed=seed, test_items=test_items,
+                                class_names=training.class_names)
+    return paths, training, len(test_items)
