@@ -180,7 +180,8 @@ def load_datalist(path: str | Path, key: str = "training") -> list[dict]:
     path = Path(path).expanduser().resolve()
     document = _read_json(path)
     if not isinstance(document, dict):
-        raise DataError(f"{path}: a datalist must be a JSON object with a {key!r} list, found {type(document).__name__}.")
+        raise DataError(f"{path}: a datalist must be a JSON object with a {key!r} list, "
+                        f"found {type(document).__name__}.")
     if key not in document:
         raise DataError(f"{path}: no {key!r} list (keys present: {', '.join(document) or 'none'}).")
     listed = document[key]
@@ -195,8 +196,7 @@ def load_datalist(path: str | Path, key: str = "training") -> list[dict]:
         if not isinstance(item.get("image"), str) or not item["image"]:
             raise DataError(f"{where}: 'image' must be a path string.")
         image = Path(item["image"]).expanduser()
-        entries.append(_entry({"image": image if image.is_absolute() else path.parent / image,
-                               "label": item.get("label")}, where))
+        entries.append(_entry({**item, "image": image if image.is_absolute() else path.parent / image}, where))
 
     missing = [entry["image"] for entry in entries if not Path(entry["image"]).is_file()]
     if missing:

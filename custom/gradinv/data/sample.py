@@ -262,7 +262,8 @@ def _icbm152_path() -> Path:
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("the nilearn wheel (source of the ICBM152 brain template) is not installed; run "
-                        "`pip install --no-deps nilearn==0.14.1` in the gradinv environment (see requirements-nodeps.txt).")
+                        "`pip install --no-deps nilearn==0.14.1` in the gradinv environment "
+                        "(see requirements-nodeps.txt).")
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / ICBM152_FILE
     if not path.is_file():
         raise DataError(f"{path}: the ICBM152 template is missing from the installed nilearn; reinstall "
@@ -292,7 +293,8 @@ def _render_icbm152() -> list[_Rendered]:
         "package": "nilearn",
         "version": importlib.metadata.version("nilearn"),
         "file": f"nilearn/datasets/data/{ICBM152_FILE}",
-        "function": "file shipped in the nilearn wheel (nilearn.datasets.load_mni152_template reads it); read with nibabel",
+        "function": "file shipped in the nilearn wheel (nilearn.datasets.load_mni152_template reads it); "
+                    "read with nibabel",
         "sha256": _sha256(path),
         "content": ICBM152_CONTENT,
     }
@@ -392,7 +394,8 @@ def _provenance_markdown(provenance: dict) -> str:
     if provenance["skipped_sources"]:
         lines += ["", "Skipped (could not be read here; not part of this set):", ""]
         lines += [f"- `{item['file']}`: {item['reason']}" for item in provenance["skipped_sources"]]
-    lines += ["", "`provenance.json` lists every image with its source file, checksum, licence and the exact transform.", ""]
+    lines += ["", "`provenance.json` lists every image with its source file, checksum, licence and the exact "
+              "transform.", ""]
     return "\n".join(lines)
 
 
@@ -485,7 +488,10 @@ def build_sample(out_dir: str | Path | None = None, force: bool = False, quiet: 
     try:
         provenance = _write_set(staging, rendered, skipped)
         (staging / COMPLETE_MARKER).write_text(BUILDER_VERSION + "\n")  # last: marks the set finished
-        _install(staging, target)
+        if not force and _is_complete(target):  # a concurrent build finished meanwhile: keep its identical set
+            shutil.rmtree(staging)
+        else:
+            _install(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -45,7 +45,8 @@ MEDMNIST_SPLITS = ("train", "val", "test")
 #: Datalist key for each split name accepted by :func:`list_images`.
 DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
 
-_SUPPORTED = "a folder of images (flat or one subfolder per class), a MedMNIST .npz, a CSV (path,label) or a JSON datalist"
+_SUPPORTED = ("a folder of images (flat or one subfolder per class), a MedMNIST .npz, a CSV (path,label) "
+              "or a JSON datalist")
 
 
 @dataclass(frozen=True)
@@ -102,30 +103,30 @@ def list_folder(folder: str | Path, *, classes: list[str] | None = None, seed: i
         raise DataError(f"{folder}: not a folder; expected {_SUPPORTED}.")
     folder = folder.resolve()
 
-    class_folders = {
-        sub.name: _class_image_folder(sub)
-        for sub in sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
-    }
-    class_folders = {name: path for name, path in class_folders.items() if _images_in(path)}
+    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
+    class_images = {sub.name: _images_in(_class_image_folder(sub)) for sub in subfolders}
+    class_images = {name: images for name, images in class_images.items() if images}
     loose_images = _images_in(folder)
 
-    if class_folders and loose_images:
+    if class_images and loose_images:
         raise DataError(
             f"{folder}: holds both images ({loose_images[0].name}, ...) and class subfolders "
-            f"({', '.join(class_folders)}); keep either one subfolder per class or a flat folder of images."
+            f"({', '.join(class_images)}); keep either one subfolder per class or a flat folder of images."
         )
-    if class_folders:
-        names = list(classes) if classes else sorted(class_folders)
-        missing = [name for name in names if name not in class_folders]
+    if class_images:
+        names = list(classes) if classes else sorted(class_images)
+        missing = [name for name in names if name not in class_images]
         if missing:
             raise DataError(
                 f"{folder}: no class folder with images named {', '.join(missing)}; "
-                f"class folders found: {', '.join(sorted(class_folders))}."
+                f"class folders found: {', '.join(sorted(class_images))}."
             )
+        if len(set(names)) != len(names):
+            raise DataError(f"classes {', '.join(names)} name a folder twice; give each class once.")
         items = [
             {"image": str(path), "label": label}
             for label, name in enumerate(names)
-            for path in _images_in(class_folders[name])
+            for path in class_images[name]
         ]
         return ImageList(items, names, labels_known=True, source=folder)
 
@@ -365,6 +366,9 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
     else:
         spare = max(len(items) - sum(images_per_site), 0)
         count = min(DEFAULT_HELD_OUT_IMAGES, spare) if test_images is None else test_images
+        if count > spare:
+            raise DataError(f"{training.source}: {len(items)} images cannot cover {sum(images_per_site)} for the sites "
+                            f"plus {count} held out for testing; ask for fewer or add images.")
         items, test_items = hold_out(items, count, seed=seed)
     paths = make_site_datalists(items, images_per_site, out_dir, seed=seed, test_items=test_items,
                                 class_names=training.class_names)

@@ -1,0 +1,46 @@
+"""`gradinv data build` and `gradinv data datalists` through the real dispatcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gradinv.cli import main
+
+
+def test_build_prints_location_and_counts(sample_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "build"]) == 0
+    out = capsys.readouterr().out
+    assert str(sample_dir) in out
+    assert "train" in out and "mri 24, xray_ct 24" in out and "public" in out and "test" in out
+
+
+def test_datalists_from_the_sample(sample_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "datalists", "--images-per-site", "1,2,4", "--out", str(tmp_path / "lists")]) == 0
+    assert sorted(path.name for path in (tmp_path / "lists").iterdir()) == ["site-1.json", "site-2.json", "site-3.json"]
+    assert "48 held-out images" in capsys.readouterr().out
+
+
+def test_datalists_from_a_flat_folder_mentions_assigned_labels(flat_folder: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "datalists", "--source", str(flat_folder), "--images-per-site", "2,2",
+                 "--out", str(tmp_path / "lists"), "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "labels" in out and "assigned" in out
+    site = json.loads((tmp_path / "lists" / "site-1.json").read_text())
+    assert len(site["training"]) == 2 and len(site["test"]) == 2  # the 2 images the sites left over
+
+
+def test_datalists_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code = main(["data", "datalists", "--source", str(tmp_path / "missing"), "--images-per-site", "1",
+                 "--out", str(tmp_path / "lists")])
+    assert code == 2
+    assert "missing: not found" in capsys.readouterr().err
+
+
+def test_images_per_site_must_be_positive_integers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["data", "datalists", "--images-per-site", "1,x", "--out", str(tmp_path)])
+    assert "positive integers" in capsys.readouterr().err

@@ -1,0 +1,196 @@
+"""list_images and the per-format loaders: layouts, label rules, and every user-facing error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import write_png
+from PIL import Image
+
+from gradinv.data import list_csv, list_datalist, list_folder, list_images, list_medmnist_npz
+from gradinv.data.sources import site_datalists_from_source
+from gradinv.errors import DataError
+
+
+def _names(listed) -> list[str]:
+    return [Path(item["image"]).name for item in listed.items]
+
+
+def test_class_folders_give_sorted_labels(class_tree: Path) -> None:
+    listed = list_images(class_tree)
+    assert listed.class_names == ["classA", "classB"] and listed.labels_known
+    assert [item["label"] for item in listed.items] == [0, 0, 0, 1, 1, 1, 1]
+    assert _names(listed)[:3] == ["a0.png", "a1.png", "a2.png"]
+    assert all(Path(item["image"]).is_absolute() for item in listed.items)
+
+
+def test_covid_layout_uses_images_not_masks(covid_tree: Path) -> None:
+    listed = list_images(covid_tree, classes=["Normal", "COVID"])
+    assert listed.class_names == ["Normal", "COVID"]
+    assert len(listed) == 8
+    assert all(Path(item["image"]).parent.name == "images" for item in listed.items)
+    assert {item["label"] for item in listed.items if "COVID" in item["image"].split("/")[-1]} == {1}
+    assert len(list_images(covid_tree)) == 10  # all three classes when none are chosen
+
+
+def test_unknown_class_is_reported(covid_tree: Path) -> None:
+    with pytest.raises(DataError, match="named Pneumonia; class folders found: COVID, Normal, Viral Pneumonia"):
+        list_images(covid_tree, classes=["COVID", "Pneumonia"])
+    with pytest.raises(DataError, match="twice"):
+        list_images(covid_tree, classes=["COVID", "COVID"])
+
+
+def test_flat_folder_labels_are_assigned_by_documented_rule(flat_folder: Path) -> None:
+    listed = list_images(flat_folder)
+    assert not listed.labels_known
+    assert listed.class_names == ["assigned_0", "assigned_1"]
+    # sorted names (the extensionless DICOM sorts first); hidden and text files are ignored
+    assert _names(listed) == ["IM0001", "img0.png", "img1.png", "img2.png", "img3.png", "img4.png"]
+    assert [item["label"] for item in listed.items] == [0, 1, 0, 1, 0, 1]
+    assert [item["label"] for item in list_images(flat_folder, seed=1).items] == [1, 0, 1, 0, 1, 0]
+
+
+def test_first_n_images_in_sorted_order(flat_folder: Path) -> None:
+    listed = list_images(flat_folder, n=3, verify=True)
+    assert _names(listed) == ["IM0001", "img0.png", "img1.png"]
+
+
+def test_fewer_images_than_asked(flat_folder: Path) -> None:
+    with pytest.raises(DataError, match="holds 6 image.*10 were asked"):
+        list_images(flat_folder, n=10)
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="nowhere.*not found"):
+        list_images(tmp_path / "nowhere")
+
+
+def test_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="empty"):
+        list_images(tmp_path / "empty")
+
+
+def test_folder_without_images_names_what_it_found(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hello")
+    with pytest.raises(DataError, match="no images.*readme.txt"):
+        list_images(tmp_path / "docs")
+
+
+def test_unreadable_image_is_named_when_verifying(flat_folder: Path) -> None:
+    (flat_folder / "img0.png").write_text("not really a png")
+    listed = list_images(flat_folder, n=3)  # listing alone does not decode
+    assert len(listed) == 3
+    with pytest.raises(DataError, match="img0.png"):
+        list_images(flat_folder, n=3, verify=True)
+
+
+def test_loose_images_beside_class_folders_are_ambiguous(class_tree: Path) -> None:
+    write_png(class_tree / "stray.png")
+    with pytest.raises(DataError, match="both images.*class subfolders"):
+        list_folder(class_tree)
+
+
+def test_unsupported_source_file(tmp_path: Path) -> None:
+    (tmp_path / "data.xlsx").write_bytes(b"PK")
+    with pytest.raises(DataError, match="unsupported source"):
+        list_images(tmp_path / "data.xlsx")
+
+
+def test_medmnist_npz_is_extracted_deterministically(medmnist_npz: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    listed = list_medmnist_npz(medmnist_npz, split="train", cache_dir=cache)
+    assert _names(listed) == [f"train_{index:06d}.png" for index in range(6)]
+    assert [item["label"] for item in listed.items] == [0, 1, 0, 1, 0, 1]
+    assert listed.class_names == ["class_0", "class_1"]
+    with np.load(medmnist_npz) as archive:
+        np.testing.assert_array_equal(np.asarray(Image.open(listed.items[2]["image"])), archive["train_images"][2])
+    first_mtime = Path(listed.items[0]["image"]).stat().st_mtime_ns
+    again = list_images(medmnist_npz, cache_dir=cache)  # dispatch by suffix; reuses the extraction
+    assert again.items == listed.items
+    assert Path(again.items[0]["image"]).stat().st_mtime_ns == first_mtime
+    assert len(list_images(medmnist_npz, split="test", cache_dir=cache)) == 4
+
+
+def test_medmnist_rgb_and_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADINV_HOME", str(tmp_path / "home"))
+    path = tmp_path / "dermamnist.npz"
+    np.savez(path, train_images=np.zeros((2, 28, 28, 3), np.uint8), train_labels=np.array([[3], [5]], np.uint8))
+    listed = list_medmnist_npz(path)
+    assert Path(listed.items[0]["image"]).is_relative_to(tmp_path / "home" / "data" / "medmnist")
+    assert len(listed.class_names) == 6
+
+
+def test_medmnist_errors(tmp_path: Path, medmnist_npz: Path) -> None:
+    with pytest.raises(DataError, match="'val_images'/'val_labels'.*found"):
+        path = tmp_path / "onlytrain.npz"
+        np.savez(path, train_images=np.zeros((1, 4, 4), np.uint8), train_labels=np.zeros((1, 1), np.uint8))
+        list_medmnist_npz(path, split="val", cache_dir=tmp_path / "c")
+    chest = tmp_path / "chestmnist.npz"
+    np.savez(chest, train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.zeros((2, 14), np.uint8))
+    with pytest.raises(DataError, match="multi-label"):
+        list_medmnist_npz(chest, cache_dir=tmp_path / "c")
+    broken = tmp_path / "broken.npz"
+    broken.write_text("nope")
+    with pytest.raises(DataError, match="broken.npz"):
+        list_medmnist_npz(broken, cache_dir=tmp_path / "c")
+
+
+def test_csv_relative_and_absolute_paths(csv_list: Path) -> None:
+    listed = list_images(csv_list)
+    assert _names(listed) == ["p1.png", "p2.png", "p3.png"]
+    assert [item["label"] for item in listed.items] == [0, 1, 1]
+    assert all(Path(item["image"]).is_file() for item in listed.items)
+
+
+def test_csv_with_class_names(tmp_path: Path) -> None:
+    write_png(tmp_path / "x.png")
+    write_png(tmp_path / "y.png", seed=1)
+    (tmp_path / "named.csv").write_text("path,label\nx.png,Normal\ny.png,COVID\n")
+    listed = list_csv(tmp_path / "named.csv")
+    assert listed.class_names == ["COVID", "Normal"]
+    assert [item["label"] for item in listed.items] == [1, 0]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("file,class\nx.png,0\n", "header naming the columns 'path' and 'label'"),
+    ("", "header"),
+    ("path,label\n", "no rows"),
+    ("path,label\nx.png,\n", "line 2: empty path or label"),
+    ("path,label\nx.png,0\nmissing.png,1\n", "line 3: .*missing.png"),
+])
+def test_bad_csv(tmp_path: Path, content: str, message: str) -> None:
+    write_png(tmp_path / "x.png")
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(DataError, match=message):
+        list_images(tmp_path / "bad.csv")
+
+
+def test_json_datalist_source(json_datalist: Path) -> None:
+    listed = list_datalist(json_datalist)
+    assert listed.class_names == ["normal", "covid"]
+    assert [item["label"] for item in listed.items] == [0, 1, 0, 1]
+    assert _names(list_images(json_datalist, split="test")) == ["test0.png"]
+
+
+def test_site_datalists_from_a_folder_hold_out_test_images(covid_tree: Path, tmp_path: Path) -> None:
+    paths, training, test_count = site_datalists_from_source(
+        covid_tree, [1, 2], tmp_path / "lists", classes=["COVID", "Normal"], test_images=2)
+    assert training.class_names == ["COVID", "Normal"] and test_count == 2
+    site_2 = json.loads(paths["site-2"].read_text())
+    assert site_2["labels"] == {"0": "COVID", "1": "Normal"}
+    assert len(site_2["training"]) == 2 and len(site_2["test"]) == 2
+    trained = {entry["image"] for path in paths.values() for entry in json.loads(path.read_text())["training"]}
+    assert not trained & {entry["image"] for entry in site_2["test"]}
+
+
+def test_site_datalists_from_npz_use_its_test_split(medmnist_npz: Path, tmp_path: Path) -> None:
+    paths, _, test_count = site_datalists_from_source(medmnist_npz, [2, 2], tmp_path / "lists",
+                                                      cache_dir=tmp_path / "cache")
+    assert test_count == 4
+    assert all(Path(entry["image"]).name.startswith("test_")
+               for entry in json.loads(paths["site-1"].read_text())["test"])
