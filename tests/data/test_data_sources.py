@@ -194,3 +194,8 @@ def test_site_datalists_from_npz_use_its_test_split(medmnist_npz: Path, tmp_path
     assert test_count == 4
     assert all(Path(entry["image"]).name.startswith("test_")
                for entry in json.loads(paths["site-1"].read_text())["test"])
+
+
+def test_held_out_images_must_fit_beside_the_sites(covid_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="cannot cover 3 for the sites plus 9 held out"):
+        site_datalists_from_source(covid_tree, [1, 2], tmp_path / "lists", test_images=9)

@@ -103,8 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="separate source of held-out test images (default: the source's own test split, "
                                 "else images held out from the source)")
     datalists.add_argument("--test-images", type=int, default=None,
-                           help="how many images to hold out for testing when the source has no test split "
-                                "(default: up to 40 of those the sites do not use)")
+                           help="hold out this many images of the source for testing (default: the source's own "
+                                "test split if it has one, else up to 40 of the images the sites do not use)")
     datalists.add_argument("--classes", type=_class_list, default=None, metavar="A,B",
                            help="class folders to use, in label order (e.g. Normal,COVID)")
     datalists.add_argument("--cache", type=Path, default=None,

@@ -485,6 +485,7 @@ def build_sample(out_dir: str | Path | None = None, force: bool = False, quiet: 
     _check_sizes(rendered, skipped)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the installed set should read like any other folder
     try:
         provenance = _write_set(staging, rendered, skipped)
         (staging / COMPLETE_MARKER).write_text(BUILDER_VERSION + "\n")  # last: marks the set finished

@@ -212,6 +212,7 @@ def list_medmnist_npz(npz_path: str | Path, *, split: str = "train", cache_dir: 
     if not (complete_marker.is_file() and complete_marker.read_text() == str(len(images))):
         cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{split}.extracting-", dir=cache))
+        staging.chmod(0o755)  # mkdtemp makes it private; the extracted images should read like any other folder
         for name, pixels in zip(names, images):
             Image.fromarray(pixels).save(staging / name)
         (staging / ".complete").write_text(str(len(images)))
@@ -349,9 +350,9 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
     """Write per-site datalists from any supported source; returns ``(paths, training list, test count)``.
 
     Test images come from, in order: ``test_source`` (its ``test`` split for a ``.npz``/datalist);
+    ``test_images`` class-balanced images held out from the source before the sites draw, when given;
     the source's own test split (a MedMNIST ``.npz``, or a JSON datalist with a non-empty ``test``
-    list); otherwise ``test_images`` class-balanced images held out from the source before the sites
-    draw (default: up to 40 of the images the sites leave over).
+    list); otherwise up to 40 held-out images from those the sites leave over.
     """
     from gradinv.data.datalists import hold_out, make_site_datalists
 
@@ -361,7 +362,7 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
     if test_source is not None:
         test_items = list_images(test_source, split="test", classes=classes, seed=seed,
                                  num_classes=len(training.class_names), cache_dir=cache_dir).items
-    elif _has_own_test_split(path):
+    elif test_images is None and _has_own_test_split(path):
         test_items = list_images(path, split="test", cache_dir=cache_dir).items
     else:
         spare = max(len(items) - sum(images_per_site), 0)
