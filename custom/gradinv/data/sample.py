@@ -49,7 +49,7 @@ from gradinv.errors import DataError
 from gradinv.paths import sample_data_dir
 
 #: Bump whenever the images, their order or the files written change: a set with another version is rebuilt.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 RESOLUTION = 256
 CLASS_NAMES = ("mri", "xray_ct")
 MRI, XRAY_CT = 0, 1
@@ -203,6 +203,14 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
     return np.round(resized * 255.0).astype(np.uint8)
 
 
+def _resize_note(side: int) -> str:
+    """How a ``side`` x ``side`` square reaches RESOLUTION (the rule of :func:`resize_square`)."""
+    if side == RESOLUTION:
+        return f"kept at {RESOLUTION}x{RESOLUTION}"
+    method = "area average" if side > RESOLUTION else "bilinear"
+    return f"resized from {side}x{side} to {RESOLUTION}x{RESOLUTION} ({method})"
+
+
 def _dicom_origin(path: Path) -> tuple[str, str]:
     """(distribution name, path inside site-packages) of a pydicom / pydicom-data test file."""
     import pydicom
@@ -246,13 +254,14 @@ def _render_dicom_sources(skipped: list[dict]) -> list[_Rendered]:
             "content": source.content,
         }
         for number, crop in enumerate(source.crops):
+            cropped = crop.apply(unit)
             rendered.append(_Rendered(
-                crop.split, source.label, f"{source.key}_{number:02d}", _to_uint8(crop.apply(unit)),
+                crop.split, source.label, f"{source.key}_{number:02d}", _to_uint8(cropped),
                 {
                     "source": origin,
                     "licence": LICENCE_PYDICOM_DATA if package == "pydicom-data" else LICENCE_PYDICOM,
                     "transform": (f"DICOM {photometric} to [0, 1] ({to_unit}); "
-                                  f"{crop.describe()}; resized to {RESOLUTION}x{RESOLUTION} (area)"),
+                                  f"{crop.describe()}; {_resize_note(cropped.shape[0])}"),
                 },
             ))
     return rendered
@@ -310,18 +319,18 @@ def _render_icbm152() -> list[_Rendered]:
         axis, orientation = planes[volume_slice.plane]
         if not start[axis] <= volume_slice.index < stop[axis]:
             raise AssertionError(f"ICBM152 slice {volume_slice} lies outside the brain")
-        plane_image = np.rot90(np.take(cropped, volume_slice.index - start[axis], axis=axis))
+        square = _pad_square(np.rot90(np.take(cropped, volume_slice.index - start[axis], axis=axis)))
         label = "xyz"[axis]
         rendered.append(_Rendered(
             volume_slice.split, MRI, f"icbm152-{volume_slice.plane}-{label}{volume_slice.index:03d}",
-            _to_uint8(_pad_square(plane_image)),
+            _to_uint8(square),
             {
                 "source": origin,
                 "licence": LICENCE_NILEARN,
                 "transform": (f"volume windowed to its {DICOM_WINDOW_PERCENTILES[0]}-{DICOM_WINDOW_PERCENTILES[1]} "
                               f"percentiles; cropped to the brain's bounding box + {ICBM152_MARGIN} voxels; "
                               f"{volume_slice.plane} slice {label}={volume_slice.index} (voxel index), {orientation}; "
-                              f"zero-padded to a square; resized to {RESOLUTION}x{RESOLUTION} (area)"),
+                              f"zero-padded to a square; {_resize_note(square.shape[0])}"),
             },
         ))
     return rendered
