@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -106,7 +107,7 @@ def plot_metric_per_round(
     axes.set_title(title)
     axes.set_xlabel("round")
     axes.set_ylabel(ylabel)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _round_axis(axes, [to_int(row.get("round")) for row in rows])
     axes.grid(alpha=0.3)
     return figure_png(figure)
 
@@ -122,7 +123,7 @@ def plot_test_accuracy(points: Sequence[tuple[int, float]]) -> bytes | None:
     axes.set_title("Global model test accuracy")
     axes.set_xlabel("round")
     axes.set_ylabel("test accuracy")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _round_axis(axes, list(rounds))
     axes.grid(alpha=0.3)
     return figure_png(figure)
 
@@ -196,6 +197,20 @@ class _RoundPoint(NamedTuple):
     round: int
     value: float
     row: Row
+
+
+def _round_axis(axes: Axes, rounds: Sequence[int | None]) -> None:
+    """Integer round ticks: each inverted round when there are few, otherwise evenly spaced integers.
+
+    A lone round would otherwise get fractional ticks around it.
+    """
+    distinct = sorted({r for r in rounds if r is not None})
+    if len(distinct) == 1:
+        axes.set_xlim(distinct[0] - 1, distinct[0] + 1)
+    if 0 < len(distinct) <= 12:
+        axes.set_xticks(distinct)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _rows_by_site(rows: Sequence[Row]) -> dict[str, list[Row]]:

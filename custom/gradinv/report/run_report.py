@@ -142,7 +142,7 @@ def _key_facts(run: RunArtifacts) -> list[tuple[str, object]]:
     rows = run.rows
     sites = sorted({row.get("site", "") for row in rows}, key=natural_key)
     rounds = sorted({r for r in (to_int(row.get("round")) for row in rows) if r is not None})
-    mode = str(_setting(settings, SETTING_MODE) or "")
+    mode = str(_lookup(settings, SETTING_MODE) or "")
     facts: list[tuple[str, object]] = [
         ("Run folder", str(run.gradinv_dir.parent)),
         ("Mode", _MODE_EXPLANATIONS.get(mode, mode) if mode else "not recorded in settings.json"),
@@ -171,7 +171,7 @@ def _key_facts(run: RunArtifacts) -> list[tuple[str, object]]:
                       f"(best {_fmt(max(a for _, a in accuracy))})"))
     for label, key in (("Attack preset", SETTING_PRESET), ("Device", SETTING_DEVICE),
                        ("gradinv version (run)", SETTING_VERSION)):
-        value = _setting(settings, key)
+        value = _lookup(settings, key)
         if value not in (None, ""):
             facts.append((label, str(value)))
     if (run.gradinv_dir / TENSORBOARD_SUBDIR).is_dir():
@@ -201,9 +201,9 @@ def _how_to_read() -> Html:
 
 
 def _prior_text(run: RunArtifacts) -> str:
-    description = _setting(run.settings or {}, SETTING_PRIOR)
+    description = _lookup(run.settings or {}, SETTING_PRIOR)
     prior_ssims = [
-        value for value in (to_float((a.details or {}).get("prior_ssim")) for a in _unique_site_rounds(run))
+        value for value in (to_float(_lookup(a.details or {}, "prior_ssim")) for a in _unique_site_rounds(run))
         if value is not None
     ]
     text = str(description) if description not in (None, "") else "not recorded in settings.json"
@@ -339,13 +339,14 @@ def _update_facts(row: Mapping[str, str], details: Mapping[str, object] | None) 
         ("leak score (no ground truth needed)", _cell(row, "leak_score")),
         ("iterations / seconds", f"{_cell(row, 'iterations')} / {_cell(row, 'seconds')}"),
     ]
-    if details and to_float(details.get("prior_ssim")) is not None:
-        facts.append(("SSIM(prior, original)", _fmt(to_float(details.get("prior_ssim")))))
+    prior_ssim = to_float(_lookup(details, "prior_ssim")) if details else None
+    if prior_ssim is not None:
+        facts.append(("SSIM(prior, original)", _fmt(prior_ssim)))
     return facts
 
 
 def _per_image_table(details: Mapping[str, object]) -> Html:
-    per_image = details.get("per_image")
+    per_image = _lookup(details, "per_image")
     if not isinstance(per_image, list) or not per_image:
         return Html("")
     headers = ("image", "matched reconstruction", "SSIM", "PSNR", "LPIPS", "RDLV", "label", "recovered label",
@@ -369,7 +370,7 @@ def _recovered_labels(run: RunArtifacts) -> Html:
     for row in sorted(run.rows, key=lambda r: (natural_key(r.get("site", "")), to_int(r.get("round")) or 0)):
         artifacts = run.for_row(row)
         details = artifacts.details if artifacts and artifacts.details else {}
-        recovered, true = details.get("recovered_labels"), details.get("true_labels")
+        recovered, true = _lookup(details, "recovered_labels"), _lookup(details, "true_labels")
         if recovered is None and true is None and not row.get("label_accuracy"):
             continue
         body.append((row.get("site", ""), row.get("round", ""), _label_list(recovered), _label_list(true),
@@ -434,7 +435,7 @@ def _audited(rows: Sequence[Mapping[str, str]]) -> bool:
 
 
 def _has_originals(row: Mapping[str, str], details: Mapping[str, object] | None) -> bool:
-    return _audited([row]) or bool(details and details.get("true_labels") is not None)
+    return _audited([row]) or bool(details and _lookup(details, "true_labels") is not None)
 
 
 def _max_of(rows: Sequence[Mapping[str, str]], column: str) -> float | None:
@@ -446,11 +447,12 @@ def _test_accuracy_points(run: RunArtifacts) -> list[tuple[int, float]]:
     return sorted((r, a) for r, a in points if r is not None and a is not None)
 
 
-def _setting(settings: Mapping[str, object], key: str) -> object:
-    """A setting at the top level of settings.json or one level down (e.g. inside the constructor args)."""
-    if key in settings:
-        return settings[key]
-    for value in settings.values():
+def _lookup(mapping: Mapping[str, object], key: str) -> object:
+    """``mapping[key]`` at the top level, else one level down (settings.json nests the filter's constructor
+    arguments; a metrics.json may group fields, e.g. under its ground-truth scores); ``None`` if absent."""
+    if key in mapping:
+        return mapping[key]
+    for value in mapping.values():
         if isinstance(value, Mapping) and key in value:
             return value[key]
     return None
@@ -518,10 +520,13 @@ def _fmt(value: float | None) -> str:
 
 
 def _display_width(png: bytes) -> int | None:
-    """Integer upscaling so that small (32–64 px) reconstructions are big enough to judge, pixels kept sharp."""
+    """Integer upscaling so that small (32–64 px) reconstructions are big enough to judge, pixels kept sharp.
+
+    At most 4×, and no larger than about 600 × 400 px, so a card stays on one screen.
+    """
     if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
         return None
-    width = struct.unpack(">I", png[16:20])[0]
-    if width <= 0:
+    width, height = struct.unpack(">II", png[16:24])
+    if width <= 0 or height <= 0:
         return None
-    return width * max(1, min(4, 640 // width))
+    return width * max(1, min(4, 600 // width, 400 // height))
