@@ -1,0 +1,147 @@
+"""Writes the filter's artifacts under ``<run_dir>/gradinv/`` (the layout is read by :mod:`gradinv.report.artifacts`).
+
+Reconstructions are potential patient data: the folder is 0700 and every file 0600, whatever the umask,
+and image saving can be switched off. Site names come from the network; they are sanitised before they
+become path parts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gradinv.report.artifacts import (
+    GLOBAL_METRICS_CSV,
+    METRICS_COLUMNS,
+    METRICS_CSV,
+    RECONSTRUCTION_PNG,
+    SETTINGS_JSON,
+    SITE_ROUND_METRICS_JSON,
+)
+
+RECONSTRUCTION_NPZ = "reconstruction.npz"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_path_part(name: object, fallback: str = "unknown") -> str:
+    """A file-name-safe version of ``name``: no separators, no leading dots, at most 64 characters."""
+    cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")[:64]
+    return cleaned or fallback
+
+
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 (replacing the file atomically)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def image_grid(rows: Sequence[np.ndarray], scale: int = 2, gap: int = 2) -> bytes:
+    """PNG bytes of a grid: one row per (N, H, W) array of images in [0, 1]."""
+    count = max(len(row) for row in rows)
+    height, width = rows[0].shape[-2:]
+    canvas = np.ones(((height + gap) * len(rows) - gap, (width + gap) * count - gap), dtype=np.float32)
+    for r, row in enumerate(rows):
+        for c, image in enumerate(row):
+            top, left = r * (height + gap), c * (width + gap)
+            canvas[top : top + height, left : left + width] = np.clip(image, 0, 1)
+    picture = Image.fromarray((canvas * 255).round().astype(np.uint8), mode="L")
+    if scale > 1:
+        picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not np.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+class ArtifactWriter:
+    """Thread-safe writer of one run's ``gradinv/`` folder."""
+
+    def __init__(self, out_dir: str | os.PathLike, save_images: bool = True):
+        self.out_dir = Path(out_dir)
+        self.save_images = save_images
+        self._lock = threading.Lock()
+        self.out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.out_dir, 0o700)
+
+    def site_round_dir(self, round_num: int, site: str) -> Path:
+        return self.out_dir / f"round_{int(round_num):03d}" / safe_path_part(site)
+
+    def write_settings(self, settings: Mapping[str, Any]) -> None:
+        write_private_bytes(self.out_dir / SETTINGS_JSON, json.dumps(settings, indent=2, default=str).encode())
+
+    def append_metrics_row(self, row: Mapping[str, Any]) -> None:
+        """Append one round x client row; a metric that is absent or None stays an empty cell."""
+        path = self.out_dir / METRICS_CSV
+        with self._lock:
+            new = not path.exists()
+            if new:
+                write_private_bytes(path, b"")
+            with open(path, "a", newline="") as handle:
+                writer = csv.writer(handle)
+                if new:
+                    writer.writerow(METRICS_COLUMNS)
+                writer.writerow([_cell(row.get(column)) for column in METRICS_COLUMNS])
+
+    def write_global_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["round", "test_accuracy"])
+        for row in rows:
+            writer.writerow([_cell(row["round"]), _cell(row["test_accuracy"])])
+        write_private_bytes(self.out_dir / GLOBAL_METRICS_CSV, buffer.getvalue().encode())
+
+    def write_site_round(
+        self,
+        round_num: int,
+        site: str,
+        metrics: Mapping[str, Any],
+        reconstructions: np.ndarray | None = None,
+        originals: np.ndarray | None = None,
+        prior: np.ndarray | None = None,
+    ) -> Path:
+        """``metrics.json`` always; the grid PNG and raw arrays only when image saving is on."""
+        folder = self.site_round_dir(round_num, site)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private_bytes(folder / SITE_ROUND_METRICS_JSON, json.dumps(metrics, indent=2, default=_json_default).encode())
+        if self.save_images and reconstructions is not None:
+            rows = [reconstructions] if originals is None else [originals, reconstructions]
+            write_private_bytes(folder / RECONSTRUCTION_PNG, image_grid(rows))
+            arrays = {"reconstructions": reconstructions.astype(np.float32)}
+            if originals is not None:
+                arrays["originals"] = originals.astype(np.float32)
+            if prior is not None:
+                arrays["prior"] = prior.astype(np.float32)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **arrays)
+            write_private_bytes(folder / RECONSTRUCTION_NPZ, buffer.getvalue())
+        return folder
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
