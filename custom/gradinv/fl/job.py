@@ -17,6 +17,7 @@ import gradinv
 
 CLIENT_SCRIPT = Path(__file__).with_name("client_train.py")
 PACKAGE_DIR = Path(gradinv.__file__).parent
+CLIENT_SCRIPT_IN_JOB = "gradinv/fl/client_train.py"
 SIMULATOR_JOB_DIR = Path("server") / "simulate_job"
 
 
@@ -114,6 +115,14 @@ def export_job(settings: JobSettings, out_dir: str | Path) -> Path:
     for custom in job_dir.glob("app*/custom"):
         shutil.copytree(PACKAGE_DIR, custom / "gradinv", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for client_config in job_dir.glob("app*/config/config_fed_client.json"):
+        # The exporter wrote this machine's absolute script path; the executor finds a relative one in custom/.
+        config = json.loads(client_config.read_text())
+        for executor in config.get("executors", []):
+            arguments = executor.get("executor", {}).get("args", {})
+            if arguments.get("task_script_path") == str(CLIENT_SCRIPT):
+                arguments["task_script_path"] = CLIENT_SCRIPT_IN_JOB
+        client_config.write_text(json.dumps(config, indent=4))
     (job_dir / "gradinv_job.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2, default=list))
     return job_dir
 
