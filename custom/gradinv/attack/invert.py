@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
+from gradinv.errors import AttackInputError
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
 from gradinv.attack.losses import cosine_distance, image_l2, l2_sum_distance, total_variation_l2
 from gradinv.attack.presets import AttackConfig
@@ -50,7 +51,7 @@ class InversionResult:
     iterations: int
     seconds: float
     stopped: str
-    """``completed`` or ``time_budget``."""
+    """``completed``, ``time_budget`` or ``non_finite`` (the loss became NaN/Inf; the best finite iterate is kept)."""
     history: list[dict[str, float]]
 
     def diagnostics(self) -> dict[str, Any]:
@@ -204,6 +205,9 @@ def invert(
             targets = _targets(label_logits, inputs.recipe)
             loss, terms, _ = objective(images, targets)
             loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
+                break
             if loss_value < best["loss"]:
                 best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone()}
             gradients = torch.autograd.grad(loss, variables)
@@ -224,10 +228,12 @@ def invert(
                 stopped = "time_budget"
                 break
         bar.close()
-        if stopped == "time_budget":
+        if stopped != "completed":
             break
 
     # Score the best iterate once more, without the optimiser in the loop.
+    if "images" not in best:
+        raise AttackInputError("the attack objective is NaN or Inf at its starting point; the update cannot be inverted")
     final_images = best["images"]
     final_targets = _targets(best["label_logits"], inputs.recipe)
     images_for_eval = final_images.clone().requires_grad_(True)

@@ -13,9 +13,10 @@ def _flat_dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> torch.Ten
 
 def cosine_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
     """``1 - <a, b> / (|a| |b|)`` over all parameter updates taken together (0 = same direction)."""
-    norm_simulated = torch.sqrt(_flat_dot(simulated, simulated))
-    norm_observed = torch.sqrt(_flat_dot(observed, observed))
-    return 1 - _flat_dot(simulated, observed) / (norm_simulated * norm_observed).clamp_min(1e-30)
+    # The epsilon keeps the gradient finite when a surrogate produces no update at all (sqrt'(0) is infinite).
+    norm_simulated = torch.sqrt(_flat_dot(simulated, simulated) + 1e-30)
+    norm_observed = torch.sqrt(_flat_dot(observed, observed) + 1e-30)
+    return 1 - _flat_dot(simulated, observed) / (norm_simulated * norm_observed)
 
 
 def l2_sum_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:

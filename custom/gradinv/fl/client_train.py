@@ -6,7 +6,7 @@ in train mode, so the running statistics change and travel in the update) and se
 the job's ``params_transfer_type=DIFF`` turns it into a ``WEIGHT_DIFF``. The meta tells the server what the
 paper assumes it knows: the recipe actually used and the number of local images and steps.
 
-    python client_train.py --datalists DIR [--model bn_cnn --resolution 64 --lr 0.01 --epochs 1 --batch-size N]
+    python client_train.py --datalists DIR [--model bn_cnn --resolution 64 --lr 0.001 --epochs 1 --batch-size N]
 
 ``DIR/<site name>.json`` is the site's decathlon-style datalist (``training`` and optional ``test``).
 """
@@ -26,7 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="bn_cnn")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--num-classes", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--lr", type=float, default=0.001)
     parser.add_argument("--momentum", type=float, default=0.0)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--epochs", type=int, default=1)

@@ -1,0 +1,453 @@
+"""``gradinv bench-case``: time one attack iteration of one client configuration, and what it compares with.
+
+Three things are timed on the same client (model, resolution, N images, batch size, epochs), interleaved in
+one process (the order of the three rotates every repetition; ``warmup`` untimed repetitions first, then the
+median of ``reps`` samples, each the mean over ``inner`` calls):
+
+* ``gradinv``: one iteration of gradinv's attack loop exactly as :func:`gradinv.attack.invert` runs it:
+  :class:`~gradinv.attack.invert.InversionObjective` forward (functional replay of the local steps with
+  ``create_graph=True``, exact BN running-stat replay from the replay's own forwards), ``autograd.grad``
+  w.r.t. the images and label logits, the Adam step, Langevin noise, clamping and best-iterate bookkeeping.
+* ``training``: one local-training pass of the same client, :meth:`TrainingRecipe.train` on the real
+  ``nn.Module`` with ``torch.optim.SGD`` (all local steps of one round).
+* ``reference``: the *same math* written the way the released reference code is structured
+  (``shared/reference/attack.md`` §4 "Cost of the reference loop", §8 "naive-diff"): every iteration deep-copies
+  the model and loads the global state, builds a ``torch.optim.SGD`` (its hyper-parameters drive the update),
+  swaps the parameters into the module with ``setattr`` for each differentiable local step, and takes the BN
+  statistics from a SEPARATE forward of a second model copy with forward hooks registered anew every
+  iteration. The update term stays differentiable (unrolled steps, ``create_graph=True``), so both loops
+  optimise the same objective; :func:`same_math_check` verifies loss and image gradient agree before timing.
+
+Ratios: ``iteration_over_training_pass`` = gradinv / training; ``reference_loop_over_gradinv`` =
+reference / gradinv. ``bench/attack_speed.py`` runs the default cases and checks the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+METHODS = ("gradinv", "reference", "training")
+
+
+# --- the parser -------------------------------------------------------------------------------------------
+def add_case_arguments(parser: argparse.ArgumentParser, *, single: bool = True) -> None:
+    """Options shared by ``gradinv bench-case`` and ``bench/attack_speed.py``."""
+    parser.add_argument("--model", default="bn_cnn", help="architecture (default bn_cnn)")
+    parser.add_argument("--resolution", type=int, default=64, help="image side in px (default 64)")
+    if single:
+        parser.add_argument("--num-images", type=int, default=1, metavar="N", help="client images (default 1)")
+        parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="local batch size (default N)")
+    parser.add_argument("--epochs", type=int, default=1, help="local epochs (default 1)")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per method; the median is reported (default 7)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
+    parser.add_argument("--inner", type=int, default=10, help="calls per timed sample, averaged (default 10)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (CUDA if available)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``gradinv bench-case`` to the ``gradinv`` parser."""
+    parser = subparsers.add_parser(
+        "bench-case",
+        help="time one attack iteration vs. a local-training pass and a reference-style loop (one configuration)",
+        description=(__doc__ or "").split("\n\n")[0] + " Prints a table and, as the last line, a JSON object.",
+    )
+    add_case_arguments(parser)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print torch.profiler's top operators of the gradinv iteration")
+    parser.set_defaults(func=_bench_case_command)
+
+
+def _bench_case_command(args: argparse.Namespace) -> int:
+    case = CaseSpec(args.model, args.resolution, args.num_images, args.batch_size or args.num_images, args.epochs)
+    result = run_case(case, reps=args.reps, warmup=args.warmup, inner=args.inner, threads=args.threads,
+                      device=args.device, seed=args.seed)
+    print(format_table([result]))
+    if args.profile:
+        print(profile_case(case, threads=args.threads, device=args.device, seed=args.seed))
+    print(json.dumps(result))
+    return 0
+
+
+# --- one case ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class CaseSpec:
+    model: str = "bn_cnn"
+    resolution: int = 64
+    num_images: int = 1
+    batch_size: int = 1
+    epochs: int = 1
+
+    def label(self) -> str:
+        return f"{self.model} {self.resolution}px N={self.num_images} B={self.batch_size} E={self.epochs}"
+
+
+def _validate(case: CaseSpec, reps: int, warmup: int, inner: int, threads: int) -> None:
+    from gradinv.errors import GradinvError
+    from gradinv.models import MODEL_NAMES
+
+    if case.model not in MODEL_NAMES:
+        raise GradinvError(f"unknown model {case.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    for name, value, low in (("resolution", case.resolution, 4), ("num-images", case.num_images, 1),
+                             ("batch-size", case.batch_size, 1), ("epochs", case.epochs, 1), ("reps", reps, 1),
+                             ("warmup", warmup, 0), ("inner", inner, 1), ("threads", threads, 1)):
+        if value < low:
+            raise GradinvError(f"--{name} must be at least {low}, got {value}")
+
+
+def _device(name: str):
+    import torch
+
+    from gradinv.attack import resolve_device
+    from gradinv.errors import GradinvError
+
+    try:
+        device = resolve_device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise GradinvError(f"--device {name!r} is not a device: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GradinvError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+class _Setup:
+    """A real client's update for the case, and the three timed callables."""
+
+    def __init__(self, case: CaseSpec, device, seed: int):
+        import torch
+
+        from gradinv.attack import get_preset
+        from gradinv.attack.inputs import validate_attack_inputs
+        from gradinv.attack.invert import InversionObjective
+        from gradinv.errors import GradinvError
+        from gradinv.models import build_model
+        from gradinv.recipe import TrainingRecipe
+
+        self.device = device
+        generator = torch.Generator().manual_seed(seed)
+        # Smooth random images: content does not change the cost of an iteration.
+        coarse = torch.rand(case.num_images, 1, max(case.resolution // 4, 1), max(case.resolution // 4, 1), generator=generator)
+        self.images = torch.nn.functional.interpolate(coarse, size=(case.resolution, case.resolution), mode="bilinear",
+                                                      align_corners=False).clamp(0, 1).to(device)
+        self.labels = (torch.arange(case.num_images) % 2).to(device)
+        self.recipe = TrainingRecipe(lr=0.01, epochs=case.epochs, batch_size=case.batch_size, seed=seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            try:
+                model = build_model(case.model, num_classes=2, resolution=case.resolution)
+            except ValueError as exc:
+                raise GradinvError(f"--resolution {case.resolution} is not valid for {case.model!r}: {exc}") from exc
+        if getattr(model, "resolution", None) is None:
+            model.resolution = case.resolution
+        if getattr(model, "in_channels", None) is None:
+            model.in_channels = 1
+        self.model = model.to(device)
+        self.global_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.client = copy.deepcopy(self.model)
+        self.recipe.train(self.client, self.images, self.labels)
+        diff = {k: self.client.state_dict()[k] - self.global_state[k] for k in self.global_state}
+        self.inputs = validate_attack_inputs(self.model, self.global_state, diff, self.recipe, case.num_images)
+        self.config = get_preset("fast")
+        self.objective = InversionObjective(self.model, self.inputs, self.config, device)
+        self.reference = ReferenceStyleLoss(self.model, self.inputs, self.config, device)
+
+        prior = torch.full((1, case.resolution, case.resolution), 0.5)
+        init = (prior.unsqueeze(0) + 0.02 * torch.randn(case.num_images, 1, case.resolution, case.resolution,
+                                                        generator=generator)).clamp(0, 1)
+        logits = torch.rand(case.num_images, 2, generator=generator)
+        self.loops = {
+            "gradinv": _AttackLoop(self.objective, self.config, init.to(device), logits.to(device), self.recipe, seed),
+            "reference": _AttackLoop(self.reference, self.config, init.to(device), logits.to(device), self.recipe, seed),
+        }
+
+    def reset_client(self) -> None:
+        self.client.load_state_dict(self.global_state)
+
+    def training_pass(self) -> None:
+        self.recipe.train(self.client, self.images, self.labels)
+
+    def callables(self) -> dict[str, Callable[[], None]]:
+        return {"gradinv": self.loops["gradinv"].step, "reference": self.loops["reference"].step,
+                "training": self.training_pass}
+
+
+class _AttackLoop:
+    """The body of :func:`gradinv.attack.invert`'s loop, with the objective swappable."""
+
+    def __init__(self, objective, config, init, label_logits, recipe, seed: int):
+        import torch
+
+        self.objective, self.config, self.recipe = objective, config, recipe
+        self.images = init.clone().requires_grad_(True)
+        self.label_logits = label_logits.clone().requires_grad_(True)
+        self.variables = [self.images, self.label_logits]
+        self.optimizer = torch.optim.Adam(self.variables, lr=config.lr, betas=config.betas, eps=1e-8)
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.best = math.inf
+        self.iteration = 0
+
+    def step(self) -> None:
+        import torch
+
+        from gradinv.attack.invert import _targets, learning_rate
+
+        config = self.config
+        lr = learning_rate(self.iteration, 1000, config.lr, config.warmup)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss, _, _ = self.objective(self.images, _targets(self.label_logits, self.recipe))
+        value = float(loss.detach())
+        if value < self.best:
+            self.best = value
+            self.best_state = (self.images.detach().clone(), self.label_logits.detach().clone())
+        gradients = torch.autograd.grad(loss, self.variables)
+        for variable, gradient in zip(self.variables, gradients):
+            variable.grad = gradient
+        self.optimizer.step()
+        with torch.no_grad():
+            if config.energy:
+                self.images.add_(torch.randn(self.images.shape, generator=self.generator).to(self.images.device),
+                                 alpha=config.energy * lr)
+            if config.clamp:
+                self.images.clamp_(0, 1)
+        self.iteration = (self.iteration + 1) % 1000
+
+
+def _swap_parameters(module, tensors: dict) -> None:
+    """Put plain tensors where the module's parameters were (reference-style ``setattr`` swap)."""
+    for name, tensor in tensors.items():
+        owner_name, _, leaf = name.rpartition(".")
+        owner = module.get_submodule(owner_name) if owner_name else module
+        if leaf in owner._parameters:
+            delattr(owner, leaf)
+        setattr(owner, leaf, tensor)
+
+
+class ReferenceStyleLoss:
+    """gradinv's objective (cosine update matching + exact BN replay + TV/L2 priors), computed the way the
+    released reference loop is structured: per call a deep copy of the model loaded with the global state,
+    a new ``torch.optim.SGD``, ``setattr`` parameter swaps for each unrolled local step, and a separate BN
+    forward through a second copy with hooks registered anew. Returns ``(loss, terms, None)`` like
+    :class:`~gradinv.attack.invert.InversionObjective`."""
+
+    def __init__(self, model, inputs, config, device):
+        from torch import nn
+
+        self.model, self.inputs, self.config, self.device = model, inputs, config, device
+        self.recipe = inputs.recipe
+        self.global_state = {k: v.to(device) for k, v in inputs.global_state.items()}
+        self.param_names = [name for name, _ in model.named_parameters()]
+        self.observed = [inputs.diff[name].to(device) for name in self.param_names]
+        self.batches = self.recipe.batches(inputs.num_images, inputs.round_num)
+        self.bn_layers = [name for name, module in model.named_modules()
+                          if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+        self.bn_initial = {layer: tuple(self.global_state[f"{layer}.{s}"] for s in ("running_mean", "running_var"))
+                           for layer in self.bn_layers}
+        self.bn_observed = {layer: tuple(self.global_state[f"{layer}.{s}"] + inputs.diff[f"{layer}.{s}"].to(device)
+                                         for s in ("running_mean", "running_var")) for layer in self.bn_layers}
+
+    def __call__(self, images, targets):
+        import torch
+
+        from gradinv.attack.losses import cosine_distance, image_l2, total_variation_l2
+        from gradinv.attack.replay import replay_running_stats
+
+        config, recipe = self.config, self.recipe
+        simulation = copy.deepcopy(self.model)
+        simulation.load_state_dict(self.global_state)
+        simulation.train()
+        optimizer = torch.optim.SGD(simulation.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                    weight_decay=recipe.weight_decay)
+        group = optimizer.param_groups[0]
+        model_bn = copy.deepcopy(self.model)
+        model_bn.load_state_dict(self.global_state)
+        model_bn.train()
+
+        stats: dict[str, list] = {layer: [] for layer in self.bn_layers}
+        current = dict(simulation.named_parameters())
+        initial = dict(current)
+        buffers: dict | None = None
+        for batch in self.batches:
+            _swap_parameters(simulation, current)
+            loss = recipe.loss_value(simulation(images[batch]), targets[batch])
+            values = list(current.values())
+            grads = torch.autograd.grad(loss, values, create_graph=True, allow_unused=True)
+            grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads)]
+            # The separate BN forward (pre-update weights of this step), hooks registered for this forward only.
+            _swap_parameters(model_bn, current)
+            handles = [model_bn.get_submodule(layer).register_forward_pre_hook(_stat_hook(stats[layer]))
+                       for layer in self.bn_layers]
+            try:
+                model_bn(images[batch])
+            finally:
+                for handle in handles:
+                    handle.remove()
+            new_params, new_buffers = {}, ({} if group["momentum"] else None)
+            for (name, param), grad in zip(current.items(), grads):
+                if group["weight_decay"]:
+                    grad = grad + group["weight_decay"] * param
+                if group["momentum"]:
+                    previous = None if buffers is None else buffers.get(name)
+                    grad = grad if previous is None else group["momentum"] * previous + grad
+                    new_buffers[name] = grad
+                new_params[name] = param - group["lr"] * grad
+            current, buffers = new_params, new_buffers
+
+        simulated = [current[name] - initial[name] for name in self.param_names]
+        terms = {"update_cosine": cosine_distance(simulated, self.observed)}
+        total = config.update_cosine * terms["update_cosine"]
+        if self.bn_layers and config.bn:
+            momentum, bn_loss = recipe.bn_momentum, 0.0
+            for layer in self.bn_layers:
+                estimate = replay_running_stats(*self.bn_initial[layer], stats[layer], momentum)
+                bn_loss = bn_loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, self.bn_observed[layer]))
+            terms["bn"] = bn_loss
+            total = total + config.bn * bn_loss
+        if config.tv_l2:
+            total = total + config.tv_l2 * total_variation_l2(images)
+        if config.l2:
+            total = total + config.l2 * image_l2(images)
+        return total, terms, None
+
+
+def _stat_hook(sink: list):
+    def hook(module, args):
+        activations = args[0]
+        dims = [0, *range(2, activations.dim())]
+        count = activations.numel() // activations.shape[1]
+        variance = activations.var(dims, unbiased=False)
+        if count > 1:
+            variance = variance * (count / (count - 1))
+        sink.append((activations.mean(dims), variance))
+    return hook
+
+
+def same_math_check(setup: _Setup) -> float:
+    """Max relative difference of (loss, d loss / d images) between gradinv's and the reference-style objective."""
+    import torch
+
+    from gradinv.attack.invert import _targets
+
+    loop = setup.loops["gradinv"]
+    results = []
+    for objective in (setup.objective, setup.reference):
+        images = loop.images.detach().clone().requires_grad_(True)
+        loss, _, _ = objective(images, _targets(loop.label_logits.detach(), setup.recipe))
+        (gradient,) = torch.autograd.grad(loss, [images])
+        results.append((loss.detach(), gradient))
+    (loss_a, grad_a), (loss_b, grad_b) = results
+    loss_diff = float((loss_a - loss_b).abs() / loss_a.abs().clamp_min(1e-12))
+    grad_diff = float((grad_a - grad_b).norm() / grad_a.norm().clamp_min(1e-12))
+    return max(loss_diff, grad_diff)
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10, threads: int = 2,
+             device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """Time the three methods of one case, interleaved; returns a JSON-serialisable dict (times in ms)."""
+    import torch
+
+    _validate(case, reps, warmup, inner, threads)
+    torch.set_num_threads(threads)
+    resolved = _device(device)
+    setup = _Setup(case, resolved, seed)
+    mismatch = same_math_check(setup)
+    calls = setup.callables()
+    samples: dict[str, list[float]] = {method: [] for method in METHODS}
+    for rep in range(warmup + reps):
+        order = METHODS[rep % len(METHODS):] + METHODS[: rep % len(METHODS)]  # rotate who goes first
+        for method in order:
+            if method == "training":
+                setup.reset_client()
+            _synchronize(resolved)
+            started = time.perf_counter()
+            for _ in range(inner):
+                calls[method]()
+            _synchronize(resolved)
+            elapsed = (time.perf_counter() - started) / inner
+            if rep >= warmup:
+                samples[method].append(elapsed * 1e3)
+    median = {method: statistics.median(values) for method, values in samples.items()}
+    return {
+        **dataclasses.asdict(case),
+        "local_steps": setup.recipe.num_steps(case.num_images),
+        "ms_gradinv_iteration": median["gradinv"],
+        "ms_training_pass": median["training"],
+        "ms_reference_iteration": median["reference"],
+        "iteration_over_training_pass": median["gradinv"] / median["training"],
+        "reference_loop_over_gradinv": median["reference"] / median["gradinv"],
+        "same_math_max_rel_diff": mismatch,
+        "samples_ms": {method: [round(value, 4) for value in values] for method, values in samples.items()},
+        "reps": reps, "warmup": warmup, "inner": inner, "threads": threads, "device": str(resolved),
+    }
+
+
+def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed: int = 0, iterations: int = 30,
+                 rows: int = 25) -> str:
+    """torch.profiler's operator table (self CPU time) of ``iterations`` gradinv iterations, after 5 warm-ups."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    resolved = _device(device)
+    setup = _Setup(case, resolved, seed)
+    step = setup.loops["gradinv"].step
+    for _ in range(5):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if resolved.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(iterations):
+            step()
+        _synchronize(resolved)
+    sort = "self_cuda_time_total" if resolved.type == "cuda" else "self_cpu_time_total"
+    return f"profile of {iterations} gradinv iterations, {case.label()}:\n" + profiler.key_averages().table(
+        sort_by=sort, row_limit=rows)
+
+
+# --- reporting ---------------------------------------------------------------------------------------------
+TARGETS = {
+    "iteration_over_training_pass": ("<=", 3.5),
+    "reference_loop_over_gradinv": (">=", 1.25),
+}
+
+
+def meets(key: str, value: float) -> bool:
+    op, bound = TARGETS[key]
+    return value <= bound if op == "<=" else value >= bound
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    header = (f"{'case':<34} {'gradinv ms':>10} {'train ms':>9} {'ref ms':>9} {'iter/train':>10} {'':4} "
+              f"{'ref/gradinv':>11} {'':4} {'same-math':>9}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        case = CaseSpec(r["model"], r["resolution"], r["num_images"], r["batch_size"], r["epochs"])
+        a, b = r["iteration_over_training_pass"], r["reference_loop_over_gradinv"]
+        lines.append(
+            f"{case.label():<34} {r['ms_gradinv_iteration']:>10.2f} {r['ms_training_pass']:>9.2f} "
+            f"{r['ms_reference_iteration']:>9.2f} {a:>10.2f} {'PASS' if meets('iteration_over_training_pass', a) else 'FAIL':4} "
+            f"{b:>11.2f} {'PASS' if meets('reference_loop_over_gradinv', b) else 'FAIL':4} {r['same_math_max_rel_diff']:>9.1e}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from gradinv.cli import main
+
+    sys.exit(main(["bench-case", *sys.argv[1:]]))
