@@ -52,6 +52,10 @@ def add_case_arguments(parser: argparse.ArgumentParser, *, single: bool = True) 
     parser.add_argument("--inner", type=int, default=10, help="calls per timed sample, averaged (default 10)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (CUDA if available)")
+    parser.add_argument("--keep-denormals", action="store_true",
+                        help="do not flush denormals to zero (by default they are flushed for every method: on CPU, "
+                             "oneDNN's stride-2 conv backward of the client's N=1 training step can run ~40x slower on "
+                             "denormals, which would flatter the iteration/training ratio)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -71,10 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _bench_case_command(args: argparse.Namespace) -> int:
     case = CaseSpec(args.model, args.resolution, args.num_images, args.batch_size or args.num_images, args.epochs)
     result = run_case(case, reps=args.reps, warmup=args.warmup, inner=args.inner, threads=args.threads,
-                      device=args.device, seed=args.seed)
+                      device=args.device, seed=args.seed, flush_denormal=not args.keep_denormals)
     print(format_table([result]))
     if args.profile:
-        print(profile_case(case, threads=args.threads, device=args.device, seed=args.seed))
+        print(profile_case(case, threads=args.threads, device=args.device, seed=args.seed,
+                           flush_denormal=not args.keep_denormals))
     print(json.dumps(result))
     return 0
 
@@ -135,10 +140,7 @@ class _Setup:
 
         self.device = device
         generator = torch.Generator().manual_seed(seed)
-        # Smooth random images: content does not change the cost of an iteration.
-        coarse = torch.rand(case.num_images, 1, max(case.resolution // 4, 1), max(case.resolution // 4, 1), generator=generator)
-        self.images = torch.nn.functional.interpolate(coarse, size=(case.resolution, case.resolution), mode="bilinear",
-                                                      align_corners=False).clamp(0, 1).to(device)
+        self.images = real_images(case.num_images, case.resolution).to(device)
         self.labels = (torch.arange(case.num_images) % 2).to(device)
         self.recipe = TrainingRecipe(lr=0.01, epochs=case.epochs, batch_size=case.batch_size, seed=seed)
         with torch.random.fork_rng(devices=[]):
@@ -179,6 +181,29 @@ class _Setup:
     def callables(self) -> dict[str, Callable[[], None]]:
         return {"gradinv": self.loops["gradinv"].step, "reference": self.loops["reference"].step,
                 "training": self.training_pass}
+
+
+#: scikit-image's bundled grayscale pictures (no download), cycled when a case needs more images.
+SKIMAGE_PICTURES = ("camera", "moon", "coins", "cell", "clock", "shepp_logan_phantom", "text", "page", "grass", "brick")
+
+
+def real_images(count: int, resolution: int):
+    """``count`` real grayscale images (N, 1, R, R) in [0, 1]: scikit-image pictures, centre-cropped and resized
+    the way gradinv loads user images."""
+    import numpy as np
+    import torch
+    from skimage import data
+
+    from gradinv.data.images import centre_square, resize_square
+
+    stack = []
+    for index in range(count):
+        picture = np.asarray(getattr(data, SKIMAGE_PICTURES[index % len(SKIMAGE_PICTURES)])(), dtype=np.float64)
+        picture = (picture - picture.min()) / max(picture.max() - picture.min(), 1e-12)
+        if index >= len(SKIMAGE_PICTURES):  # repeats are flipped so that no two client images are equal
+            picture = picture[:, ::-1] if (index // len(SKIMAGE_PICTURES)) % 2 else picture[::-1]
+        stack.append(resize_square(centre_square(picture.astype(np.float32)), resolution))
+    return torch.from_numpy(np.stack(stack)[:, None].copy())
 
 
 class _AttackLoop:
@@ -359,12 +384,16 @@ def _synchronize(device) -> None:
 
 
 def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10, threads: int = 2,
-             device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+             device: str = "cpu", seed: int = 0, flush_denormal: bool = True) -> dict[str, Any]:
     """Time the three methods of one case, interleaved; returns a JSON-serialisable dict (times in ms)."""
+    import os
+
     import torch
 
     _validate(case, reps, warmup, inner, threads)
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
+    load_before = os.getloadavg()[0]
     resolved = _device(device)
     setup = _Setup(case, resolved, seed)
     mismatch = same_math_check(setup)
@@ -395,16 +424,18 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
         "same_math_max_rel_diff": mismatch,
         "samples_ms": {method: [round(value, 4) for value in values] for method, values in samples.items()},
         "reps": reps, "warmup": warmup, "inner": inner, "threads": threads, "device": str(resolved),
+        "flush_denormal": flush_denormal, "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
 def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed: int = 0, iterations: int = 30,
-                 rows: int = 25) -> str:
+                 rows: int = 25, flush_denormal: bool = True) -> str:
     """torch.profiler's operator table (self CPU time) of ``iterations`` gradinv iterations, after 5 warm-ups."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(flush_denormal)
     resolved = _device(device)
     setup = _Setup(case, resolved, seed)
     step = setup.loops["gradinv"].step

@@ -156,9 +156,12 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self.log_info(fl_ctx, f"gradinv: result from {site} is an error reply ({return_code}); passed through")
                 return shareable
             try:
-                from_shareable(shareable)
+                dxo = from_shareable(shareable)
             except Exception:  # noqa: BLE001 - whatever it is, it is not a DXO
                 self.log_warning(fl_ctx, f"gradinv: result from {site} is not a DXO; passed through unchecked")
+                return shareable
+            if not dxo.data:
+                self.log_warning(fl_ctx, f"gradinv: result from {site} is an empty update, nothing to check; passed through")
                 return shareable
             return super().process(shareable, fl_ctx)
         except Exception as exc:  # noqa: BLE001 - fail open (or closed), never abort the job
@@ -169,9 +172,6 @@ class GradInversionAggregatorFilter(DXOFilter):
         site = self._site(shareable, fl_ctx)
         round_num = shareable.get_cookie(AppConstants.CONTRIBUTION_ROUND, shareable.get_header(AppConstants.CURRENT_ROUND))
         started = time.monotonic()
-        if not dxo.data:
-            self.log_warning(fl_ctx, f"gradinv: round {round_num} {site}: empty update, nothing to check; passed through")
-            return None
         if round_num is None:
             return self._invalid(fl_ctx, -1, site, dxo, "the result carries no round number", started)
         round_num = int(round_num)
@@ -185,7 +185,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                                  f"no global model was captured for round {round_num} (known rounds: "
                                  f"{sorted(self._base_by_round)}); cannot tell what the client changed", started)
         try:
-            update = self._copy_update(round_num, site, base, dxo)
+            update = self._copy_update(fl_ctx, round_num, site, base, dxo)
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
 
@@ -212,9 +212,11 @@ class GradInversionAggregatorFilter(DXOFilter):
         return None
 
     # --- helpers -----------------------------------------------------------------------------------------------
-    def _copy_update(self, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO) -> UpdateToAudit:
+    def _copy_update(self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray],
+                     dxo: DXO) -> UpdateToAudit:
         data = {name: _to_numpy(value) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
+            self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global")
             # Full weights are global + diff; the attack needs the diff.
             unknown = sorted(set(data) - set(base))
             if unknown:

@@ -53,6 +53,8 @@ class JobSettings:
     privacy_args: dict | None = None
     device: str = "auto"
     report: bool = True
+    attack: bool = True
+    """Add the server filter. False gives the same FedAvg job without it (a baseline for comparisons)."""
 
     def sites(self) -> list[str]:
         return sorted(p.stem for p in Path(self.resolved_datalists()).glob("*.json"))
@@ -71,8 +73,6 @@ def build_recipe(settings: JobSettings):
     from nvflare.app_opt.pt.recipes import FedAvgRecipe
     from nvflare.client.config import TransferType
 
-    from gradinv.fl.filter import GradInversionAggregatorFilter
-    from gradinv.models import build_model
 
     datalists = settings.resolved_datalists()
     sites = settings.sites()
@@ -83,7 +83,7 @@ def build_recipe(settings: JobSettings):
                   f"--batch-size {settings.batch_size} --seed {settings.seed}")
     recipe = FedAvgRecipe(
         name=settings.name,
-        model=build_model(settings.model, num_classes=settings.num_classes, resolution=settings.resolution),
+        model=_initial_model(settings),
         min_clients=len(sites),
         num_rounds=settings.num_rounds,
         train_script=str(CLIENT_SCRIPT),
@@ -91,21 +91,33 @@ def build_recipe(settings: JobSettings):
         params_transfer_type=TransferType.DIFF,
         key_metric="accuracy",
     )
-    recipe.add_server_input_filter(
-        GradInversionAggregatorFilter(
-            model=settings.model, resolution=settings.resolution, num_classes=settings.num_classes,
-            preset=settings.preset, attack_overrides=settings.attack_overrides, mode=settings.mode,
-            block_threshold=settings.block_threshold, block_metric=settings.block_metric,
-            time_budget_s=settings.time_budget_s, audit_datalists=datalists if settings.audit else None,
-            save_images=settings.save_images, device=settings.device, seed=settings.seed, report=settings.report,
-        ),
-        tasks=["train"],
-    )
+    if settings.attack:
+        recipe.add_server_input_filter(_server_filter(settings, datalists), tasks=["train"])
     if settings.privacy != "none":
         from gradinv.privacy import make_privacy_filter
 
         recipe.add_client_output_filter(make_privacy_filter(settings.privacy, **(settings.privacy_args or {})), tasks=["train"])
     return recipe, sites
+
+
+def _initial_model(settings: JobSettings):
+    from gradinv.models import build_model
+
+    # Seeded where the architecture allows, so that repeated runs start from the same global model.
+    seeded = {"init_seed": settings.seed} if settings.model == "bn_cnn" else {}
+    return build_model(settings.model, num_classes=settings.num_classes, resolution=settings.resolution, **seeded)
+
+
+def _server_filter(settings: JobSettings, datalists: str):
+    from gradinv.fl.filter import GradInversionAggregatorFilter
+
+    return GradInversionAggregatorFilter(
+        model=settings.model, resolution=settings.resolution, num_classes=settings.num_classes,
+        preset=settings.preset, attack_overrides=settings.attack_overrides, mode=settings.mode,
+        block_threshold=settings.block_threshold, block_metric=settings.block_metric,
+        time_budget_s=settings.time_budget_s, audit_datalists=datalists if settings.audit else None,
+        save_images=settings.save_images, device=settings.device, seed=settings.seed, report=settings.report,
+    )
 
 
 def export_job(settings: JobSettings, out_dir: str | Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 
@@ -20,10 +21,20 @@ class BNConvNet(nn.Module):
         num_classes: output classes.
         resolution: input height = width in pixels; must be divisible by ``2 ** (len(widths) - 1)``.
         widths: output channels of each conv block.
+        init_seed: seed of the initial weights (None: the global torch RNG). A job's initial global model
+            is built from these arguments in the server process, so a seed here makes it reproducible.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, resolution: int = 64, widths: Sequence[int] = (16, 32, 64)):
+    def __init__(self, in_channels: int = 1, num_classes: int = 2, resolution: int = 64, widths: Sequence[int] = (16, 32, 64),
+                 init_seed: int | None = None):
         super().__init__()
+        self.init_seed = init_seed
+        with torch.random.fork_rng(enabled=init_seed is not None, devices=[]):
+            if init_seed is not None:
+                torch.manual_seed(init_seed)
+            self._build(in_channels, num_classes, resolution, widths)
+
+    def _build(self, in_channels: int, num_classes: int, resolution: int, widths: Sequence[int]) -> None:
         downsampling = 2 ** (len(widths) - 1)
         if resolution % downsampling:
             raise ValueError(f"resolution {resolution} must be divisible by {downsampling} for {len(widths)} conv blocks")
