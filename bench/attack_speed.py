@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""How fast is one gradinv attack iteration? Two ratios, measured in ONE process, methods interleaved.
+
+For each case (default: the CPU-fast setting, model ``bn_cnn`` at 64 px, clients of N = 1 and N = 4 images
+with batch size B = N, one local epoch) a real client is trained on real grayscale images (scikit-image's
+bundled pictures) and three things are timed on its update (see :mod:`gradinv.attack.bench_case`):
+
+* ``gradinv``   one iteration of gradinv's attack loop: ``InversionObjective`` forward (functional replay with
+                ``create_graph=True`` + exact BN running-stat replay) + backward to the images/labels + Adam step;
+* ``training``  one local-training pass of the same client: ``TrainingRecipe.train`` on the real ``nn.Module``
+                with ``torch.optim.SGD`` (all local steps of a round);
+* ``reference`` the same math in the released reference code's structure: deepcopy + ``load_state_dict`` and a
+                new ``torch.optim.SGD`` every iteration, ``setattr`` parameter swaps, and the BN statistics from a
+                separate ``model_bn`` forward with hooks re-registered every iteration (update term kept
+                differentiable; loss and image gradient are checked equal to gradinv's before timing).
+
+Protocol: ``torch.set_num_threads(2)`` (``--threads``), denormals flushed to zero for every method (CPU
+only; ``--keep-denormals`` to keep them: the client's N=1 training step on some images runs ~40x slower on
+denormals in oneDNN's stride-2 conv backward, which would flatter the first ratio), ``--warmup 2`` untimed
+repetitions, then ``--reps 7`` timed repetitions (median reported), each sample the mean of ``--inner 10``
+calls; the order of the three methods rotates every repetition. On a shared CPU absolute times are noisy;
+the ratios are the result.
+
+Targets (PASS/FAIL printed per case; the exit status is 0 whatever the figures unless ``--check``):
+
+* ``iteration_over_training_pass`` = gradinv / training            <= 3.5
+* ``reference_loop_over_gradinv``  = reference / gradinv           >= 1.25
+
+The last stdout line is one JSON object. Its top-level ``iteration_over_training_pass`` and
+``reference_loop_over_gradinv`` are the WORST case over the cases run (largest first ratio, smallest second
+ratio), so the top level passes only if every case does; ``cases`` holds every case's figures and samples.
+
+Usage::
+
+    python bench/attack_speed.py                         # defaults: bn_cnn 64 px, N = 1 and 4, B = N
+    python bench/attack_speed.py --num-images 1,2,4 --device cuda
+    python bench/attack_speed.py --check                 # exit 1 when a target is missed
+    gradinv bench-case --num-images 4 --profile          # one case, with torch.profiler's operator table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"image counts must be integers >= 1, got {text!r}")
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gradinv.attack.bench_case import TARGETS, CaseSpec, add_case_arguments, format_table, meets, run_case
+    from gradinv.errors import GradinvError
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    add_case_arguments(parser, single=False)
+    parser.add_argument("--num-images", type=_counts, default=[1, 4], metavar="N1,N2,...",
+                        help="client sizes, one case each, batch size = N (default 1,4)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when any case misses a target")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    results = []
+    try:
+        for count in args.num_images:
+            case = CaseSpec(args.model, args.resolution, count, count, args.epochs)
+            print(f"timing {case.label()} ...", file=sys.stderr, flush=True)
+            results.append(run_case(case, reps=args.reps, warmup=args.warmup, inner=args.inner, threads=args.threads,
+                                    device=args.device, seed=args.seed, flush_denormal=not args.keep_denormals))
+    except GradinvError as exc:
+        print(f"attack_speed: error: {exc}", file=sys.stderr)
+        return 2
+
+    print(format_table(results))
+    worst = {
+        "iteration_over_training_pass": max(r["iteration_over_training_pass"] for r in results),
+        "reference_loop_over_gradinv": min(r["reference_loop_over_gradinv"] for r in results),
+    }
+    verdicts = {key: meets(key, value) for key, value in worst.items()}
+    for key, (op, bound) in TARGETS.items():
+        print(f"{key} (worst case) = {worst[key]:.2f}, target {op} {bound}: {'PASS' if verdicts[key] else 'FAIL'}")
+    summary = {
+        **worst,
+        "top_level": "worst case over the cases run",
+        "targets": {key: f"{op} {bound}" for key, (op, bound) in TARGETS.items()},
+        "pass": verdicts,
+        "cases": results,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    print(json.dumps(summary))
+    return 1 if args.check and not all(verdicts.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
