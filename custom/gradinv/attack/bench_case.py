@@ -232,6 +232,8 @@ class _AttackLoop:
             group["lr"] = lr
         loss, _, _ = self.objective(self.images, _targets(self.label_logits, self.recipe))
         value = float(loss.detach())
+        if not math.isfinite(value):
+            raise FloatingPointError("the attack objective became NaN/Inf during timing")
         if value < self.best:
             self.best = value
             self.best_state = (self.images.detach().clone(), self.label_logits.detach().clone())

@@ -81,11 +81,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="image the attack starts from and RDLV is relative to "
                              "(default: the bundled public sample set's mean image)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, default=None, metavar="T",
+                        help="CPU threads for PyTorch (default: PyTorch's own choice; 1 can be much faster on a "
+                             "CPU shared with other busy processes)")
     parser.add_argument("--out", required=True, type=Path, metavar="OUTDIR",
                         help="folder for reconstruction.png and metrics.json (created 0700)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(func=run_attack)
+    parser.error = _one_line_error  # argparse's own errors (e.g. --num-images abc) in one line too
+
+
+def _one_line_error(message: str) -> None:
+    print(f"gradinv attack: error: {message} (see gradinv attack --help)", file=sys.stderr)
+    sys.exit(2)
 
 
 # --- validation -------------------------------------------------------------------------------------------
@@ -101,6 +110,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise GradinvError(f"--lr must be a positive number, got {args.lr}")
     if args.iterations is not None and args.iterations < 1:
         raise GradinvError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.threads is not None and args.threads < 1:
+        raise GradinvError(f"--threads must be at least 1, got {args.threads}")
     if args.resolution < MIN_RESOLUTION:
         raise GradinvError(f"--resolution must be at least {MIN_RESOLUTION} px (SSIM's window), got {args.resolution}")
 
@@ -111,7 +122,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise GradinvError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
     if args.preset not in PRESETS:
         raise GradinvError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise GradinvError(f"--out {out} exists and is not a folder")
 
@@ -202,7 +213,10 @@ def run_attack(args: argparse.Namespace) -> int:
     from gradinv.recipe import TrainingRecipe
 
     device = _device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     listed = list_images(args.images, n=args.num_images, seed=args.seed, verify=True)
+    out = _prepare_out(Path(args.out).expanduser())
     images, labels = load_images(listed.items, args.resolution)
     num_images = images.shape[0]
     num_classes = max(MIN_CLASSES, len(listed.class_names))
@@ -261,7 +275,6 @@ def run_attack(args: argparse.Namespace) -> int:
         per_image=per_image,
     )
 
-    out = Path(args.out).expanduser()
     paired = [index if index is not None else 0 for index in scores["assignment"]]
     grid = image_grid([images[:, 0].numpy(), result.images[paired, 0].numpy()])
     grid_path, metrics_path = out / RECONSTRUCTION_PNG, out / METRICS_JSON
@@ -291,11 +304,31 @@ def run_attack(args: argparse.Namespace) -> int:
         raise GradinvError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
 
     summary["total_seconds"] = details["total_seconds"]
+    if result.stopped != "completed":
+        print(f"gradinv attack: warning: the attack stopped early ({result.stopped}); scores are for the best "
+              "iterate reached", file=sys.stderr)
     if args.json:
         print(json.dumps(_finite(summary), allow_nan=False))
     else:
         _print_summary(summary, listed.labels_known)
     return 0
+
+
+def _prepare_out(out: Path) -> Path:
+    """Create OUT before the attack runs, so that an unwritable place fails in seconds, not after the attack.
+    A folder created here is private (0700); an existing one keeps its mode (the files are 0600 either way)."""
+    try:
+        if not out.exists():
+            out.mkdir(parents=True, mode=0o700)
+            out.chmod(0o700)
+        elif not out.is_dir():
+            raise GradinvError(f"--out {out} exists and is not a folder")
+        probe = out / ".gradinv-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise GradinvError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
+    return out
 
 
 def _per_image(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,183 @@
+"""``gradinv attack`` end to end, in process: real images in a folder built per test, the JSON contract,
+private output files, and one-line errors (exit 2, no traceback) for every kind of bad input."""
+
+import json
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from gradinv.cli import main
+
+PICTURES = {"camera": data.camera, "moon": data.moon, "coins": data.coins}
+METRICS = ("ssim", "psnr", "lpips", "rdlv", "label_accuracy")
+SMALL = ["--resolution", "32", "--no-progress", "--threads", "1"]  # 1 thread: robust on a shared CPU
+
+
+def _save(picture: str, path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(PICTURES[picture]())).save(path)
+    return path
+
+
+@pytest.fixture
+def flat_folder(tmp_path):
+    """Three real grayscale pictures as PNGs in one folder (no labels: they are assigned)."""
+    folder = tmp_path / "flat"
+    for index, picture in enumerate(PICTURES):
+        _save(picture, folder / f"{index:02d}_{picture}.png")
+    return folder
+
+
+@pytest.fixture
+def class_folder(tmp_path):
+    """Class subfolders: a/ holds one picture, b/ two (sorted listing: a's, then b's)."""
+    folder = tmp_path / "classes"
+    _save("camera", folder / "a" / "camera.png")
+    _save("moon", folder / "b" / "moon.png")
+    _save("coins", folder / "b" / "coins.png")
+    return folder
+
+
+def _last_json(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def _private(path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_json_contract_files_and_a_leaked_single_image(flat_folder, tmp_path, capsys):
+    out = tmp_path / "out" / "run"
+    code = main(["attack", "--images", str(flat_folder), "--num-images", "1", "--iterations", "300",
+                 "--out", str(out), "--json", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = _last_json(captured.out)
+
+    for key in (*METRICS, "seconds", "iterations", "num_images", "per_image"):
+        assert key in result
+    assert result["num_images"] == 1 and result["iterations"] == 300 and result["seconds"] > 0
+    assert result["batch_size"] == 1 and result["local_steps"] == 1 and result["preset"] == "fast"
+    assert len(result["per_image"]) == 1
+    for entry in result["per_image"]:
+        assert set(METRICS) <= set(entry)
+    # top level = mean over the images of the Hungarian pairs
+    for key in METRICS:
+        assert result[key] == pytest.approx(np.mean([entry[key] for entry in result["per_image"]]))
+    assert result["ssim"] > 0.9  # one image, one full-batch step: the update gives the image away
+    assert result["lpips"] is not None and result["rdlv"] is not None  # 32 px suffices for LPIPS; prior = sample mean
+    assert result["labels"] == [0]  # flat folder: image i gets (i + seed) % 2
+
+    grid, metrics = out / "reconstruction.png", out / "metrics.json"
+    assert _private(grid) and _private(metrics)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert Image.open(grid).size[0] > 0
+    written = json.loads(metrics.read_text())
+    assert written["ssim"] == pytest.approx(result["ssim"])
+    assert written["labels_known"] is False and "bundled public sample set mean" in written["prior"]
+    assert written["recipe"]["batch_size"] == 1 and written["attack_config"]["iterations"] == 300
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "reconstruction.png"]
+
+
+def test_class_folders_give_labels_and_multi_step_clients_run(class_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["attack", "--images", str(class_folder), "--num-images", "2", "--batch-size", "1", "--epochs", "2",
+                 "--iterations", "20", "--lr", "0.005", "--seed", "3", "--out", str(out), "--json", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = _last_json(captured.out)
+    assert result["num_images"] == 2 and result["local_steps"] == 4  # 2 epochs x 2 batches of 1
+    assert result["iterations"] == 40  # fast preset: K x min(N, 3)
+    assert result["labels"] == [0, 1]  # a/camera, b/coins (sorted within the class folder)
+    assert sorted(entry["index"] for entry in result["per_image"]) == [0, 1]
+    assert all(entry["label_accuracy"] in (0.0, 1.0) for entry in result["per_image"])
+    assert json.loads((out / "metrics.json").read_text())["labels_known"] is True
+
+
+def test_human_summary_without_json_and_prior_option(flat_folder, tmp_path, capsys):
+    prior = _save("moon", tmp_path / "prior.png")
+    out = tmp_path / "out"
+    assert main(["attack", "--images", str(flat_folder), "--iterations", "5", "--prior", str(prior),
+                 "--out", str(out), *SMALL]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("client: 1 image(s), bn_cnn at 32 px")
+    assert lines[-1].startswith("wrote ")
+    assert f"image: {prior}" in json.loads((out / "metrics.json").read_text())["prior"]
+
+
+def _bad(tmp_path, flat_folder):
+    """(arguments, words the one-line error must contain) for every kind of bad input."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_images = tmp_path / "notes"
+    not_images.mkdir()
+    (not_images / "readme.txt").write_text("no pictures here")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    _save("camera", broken / "a.png")
+    (broken / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    folder = str(flat_folder)
+    return {
+        "missing folder": (["--images", str(tmp_path / "nowhere")], ["nowhere", "not found"]),
+        "empty folder": (["--images", str(empty)], ["empty"]),
+        "only non-image files": (["--images", str(not_images)], ["readme.txt", "no images"]),
+        "fewer images than N": (["--images", folder, "--num-images", "5"], ["holds 3 image(s)", "5"]),
+        "unreadable image": (["--images", str(broken), "--num-images", "2"], ["b.png", "not a readable image"]),
+        "N < 1": (["--images", folder, "--num-images", "0"], ["--num-images", "at least 1"]),
+        "B < 1": (["--images", folder, "--batch-size", "0"], ["--batch-size", "at least 1"]),
+        "E < 1": (["--images", folder, "--epochs", "0"], ["--epochs", "at least 1"]),
+        "lr <= 0": (["--images", folder, "--lr", "-1"], ["--lr"]),
+        "iterations < 1": (["--images", folder, "--iterations", "0"], ["--iterations"]),
+        "unknown model": (["--images", folder, "--model", "vgg"], ["unknown model 'vgg'", "bn_cnn", "densenet121"]),
+        "unknown preset": (["--images", folder, "--preset", "turbo"], ["unknown preset 'turbo'", "fast", "paper", "gpu"]),
+        "resolution not divisible": (["--images", folder, "--resolution", "30"], ["--resolution 30", "bn_cnn", "divisible"]),
+        "resolution too small": (["--images", folder, "--resolution", "4"], ["--resolution", "at least 7"]),
+        "resolution too small for the model": (["--images", folder, "--model", "resnet18", "--resolution", "8"],
+                                               ["--resolution 8", "resnet18"]),
+        "unreadable prior": (["--images", folder, "--prior", str(broken / "b.png")], ["--prior", "b.png"]),
+        "out is a file": (["--images", folder, "--out", str(a_file)], ["--out", "not a folder"]),
+        "no CUDA": (["--images", folder, "--device", "cuda:7"], ["--device"]),
+        "not a device": (["--images", folder, "--device", "toaster"], ["--device", "toaster"]),
+        "not a number": (["--images", folder, "--num-images", "two"], ["--num-images", "two"]),
+    }
+
+
+CASES = ["missing folder", "empty folder", "only non-image files", "fewer images than N", "unreadable image", "N < 1",
+         "B < 1", "E < 1", "lr <= 0", "iterations < 1", "unknown model", "unknown preset", "resolution not divisible",
+         "resolution too small", "resolution too small for the model", "unreadable prior", "out is a file", "no CUDA",
+         "not a device", "not a number"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_exit_2(case, flat_folder, tmp_path, capsys):
+    arguments, words = _bad(tmp_path, flat_folder)[case]
+    if case == "no CUDA":
+        torch = pytest.importorskip("torch")
+        if torch.cuda.is_available() and torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a cuda:7")
+    extra = [] if "--out" in arguments else ["--out", str(tmp_path / "out")]
+    if "--iterations" not in arguments:
+        extra += ["--iterations", "1"]  # should a check be missing, the run stays short and the test still fails
+    try:
+        code = main(["attack", *SMALL, *arguments, *extra])
+    except SystemExit as exc:  # argparse's own parse errors exit directly
+        code = exc.code
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("gradinv attack: error: ")
+    assert "Traceback" not in captured.err
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert captured.out == ""
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_every_bad_input_case_is_tested(flat_folder, tmp_path):
+    assert sorted(_bad(tmp_path, flat_folder)) == sorted(CASES)
