@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gradinv.private_files import write_private_bytes
 from gradinv.report.artifacts import (
     GLOBAL_METRICS_CSV,
     METRICS_COLUMNS,
@@ -37,17 +38,6 @@ def safe_path_part(name: object, fallback: str = "unknown") -> str:
     """A file-name-safe version of ``name``: no separators, no leading dots, at most 64 characters."""
     cleaned = _UNSAFE.sub("_", str(name)).lstrip(".")[:64]
     return cleaned or fallback
-
-
-def write_private_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 (replacing the file atomically)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
 
 
 def image_grid(rows: Sequence[np.ndarray], scale: int = 2, gap: int = 2) -> bytes:

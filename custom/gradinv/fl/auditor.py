@@ -127,8 +127,10 @@ class LeakageAuditor:
             "device": str(resolve_device(self.device)),
             "preset": self.preset,
         }
-        details: dict[str, Any] = {"recipe": recipe.to_meta(), "attack": result.diagnostics(),
-                                   "label_probabilities": result.label_probabilities.tolist()}
+        details: dict[str, Any] = {
+            "recipe": recipe.to_meta(), "attack": result.diagnostics(),
+            "recovered_labels": result.recovered_labels, "label_probabilities": result.label_probabilities.tolist(),
+        }
         originals = None
         ground_truth = self._ground_truth(update.site, num_images)
         if ground_truth is not None:
@@ -136,7 +138,8 @@ class LeakageAuditor:
             scores = _evaluate(originals, reconstructions, self.prior, true_labels, result.recovered_labels)
             row.update({key: scores.get(key) for key in ("ssim", "psnr", "lpips", "rdlv", "rdlv_max", "ssim_max",
                                                           "visibly_leaked_fraction", "label_accuracy")})
-            details["ground_truth"] = scores
+            details.update(true_labels=true_labels, per_image=scores.get("per_image"), prior_ssim=scores.get("prior_ssim"),
+                           ground_truth=scores)
             reconstructions = reconstructions[scores["assignment"]] if scores.get("assignment") else reconstructions
         decision, reason = self.decide(row)
         row.update(decision=decision, reason=reason, seconds=round(time.monotonic() - started, 3))

@@ -314,6 +314,9 @@ class GradInversionAggregatorFilter(DXOFilter):
             self._worker.join()
         if self._auditor is None:
             return
+        from gradinv.report import close_tensorboard_writers
+
+        close_tensorboard_writers()
         self._write_global_metrics(fl_ctx)
         if self.report:
             from gradinv.report import build_report

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import base64
 import html
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-PRIVATE_FILE_MODE = 0o600
+from gradinv.private_files import PRIVATE_FILE_MODE, write_private_text  # noqa: F401 - re-exported
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
@@ -191,22 +189,3 @@ class HtmlPage:
     def write(self, path: str | Path) -> Path:
         """Write the page, readable by its owner only (see :func:`write_private_text`)."""
         return write_private_text(Path(path), self.render())
-
-
-def write_private_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` with mode 0600, atomically (a reader never sees half a report).
-
-    The temporary file is created 0600 by :func:`tempfile.mkstemp`, so the content is never readable
-    by others, not even for a moment.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, PRIVATE_FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
