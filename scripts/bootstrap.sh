@@ -25,7 +25,8 @@ if [[ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]]; then
   run_pip install -c constraints.txt torchvision==0.28.0
   run_pip install -c constraints.txt -e ".[test]"
   run_pip install --no-deps -r requirements-nodeps.txt
-  "$venv/bin/python" -c "import torch, torchvision, nvflare, monai, lpips, skimage, gradinv" \
+  # torchvision and lpips import through gradinv.compat (PyPI's CUDA-built torchvision beside the CPU torch).
+  "$venv/bin/python" -c "import nvflare, monai, skimage, gradinv.compat as c; c.import_lpips()" \
     || { echo "[bootstrap] error: the environment does not import; see the pip output above" >&2; exit 1; }
   echo "$stamp" > "$stamp_file"
 fi
