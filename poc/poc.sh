@@ -35,6 +35,7 @@ Commands:
             every site each round.
   wait      [--route R] [--job-id ID] [--timeout S]   wait until the job ends; fails unless FINISHED:COMPLETED
   download  [--route R] [--job-id ID]   fetch the job result to <workdir>/results/<job_id>/workspace
+  abort     [--job-id ID]               abort a running job (nvflare job abort --force)
   check     [--job-id ID] [--rounds R] [--optional-sites a,b]
             the download holds gradinv/metrics.csv with a row for every round x site
   report    [--job-id ID]               build report.html from the download (gradinv report)
@@ -129,7 +130,8 @@ pid_from_file() { [[ -f "$1" ]] && tr -dc '0-9' <"$1" || true; }
 descendants() {  # all descendants of the given PIDs (job processes under a POC parent), from /proc
   local pid child
   for pid in "$@"; do
-    for child in $(cat "/proc/$pid/task/$pid/children" 2>/dev/null); do
+    # Per thread: NVFlare launches job processes from worker threads, not from the main one.
+    for child in $(cat "/proc/$pid"/task/*/children 2>/dev/null); do
       echo "$child"; descendants "$child"
     done
   done
@@ -193,6 +195,8 @@ cmd_prepare() {
   done
   [[ "$sites" =~ ^[1-9][0-9]*$ ]] || die "--sites must be a positive integer, got '$sites'"
   [[ "$images" =~ ^[1-9][0-9]*$ ]] || die "--images-per-site must be a positive integer, got '$images'"
+  [[ -z "$heartbeat" || "$heartbeat" =~ ^[1-9][0-9]*$ ]] || die "--heartbeat-timeout must be whole seconds, got '$heartbeat'"
+  [[ -z "$grace" || "$grace" =~ ^[0-9]+$ ]] || die "--dead-client-grace must be whole seconds, got '$grace'"
   if [[ -f "$STATE_DIR/settings.env" ]]; then
     load_settings
     [[ -z "$(all_pids)" ]] || die "POC in $WORKDIR is running; run 'poc/poc.sh --workdir $WORKDIR stop' first"
@@ -258,6 +262,16 @@ cmd_start() {
   if [[ ${#down[@]} -eq 0 ]]; then
     say "POC is already running in $WORKDIR"; return 0
   fi
+  # A participant counts as down when its process is gone; its daemon may still live (and would make
+  # sub_start.sh refuse to start a second one): clear such leftovers by PID first.
+  local leftovers=() pid
+  for name in "${down[@]}"; do
+    for pid in $(participant_pids "$name"); do leftovers+=("$pid"); done
+  done
+  if [[ ${#leftovers[@]} -gt 0 ]]; then
+    say "stopping leftover processes of ${down[*]} by PID: ${leftovers[*]}"
+    kill_pids 5 "${leftovers[@]}"
+  fi
   local service_args=()
   if [[ ${#down[@]} -lt $((SITES + 1)) ]]; then
     # Some participants run (e.g. after kill-site): start only the missing ones.
@@ -271,12 +285,21 @@ cmd_start() {
   if ! run_logged "$LOG_DIR/start.log" nvflare poc start "${service_args[@]}" --timeout "$timeout"; then
     say "start failed; stopping what was started"
     cmd_stop >&2 || true
-    die "nvflare poc start did not get every participant ready within $timeout s (log: $LOG_DIR/start.log)"
+    die "nvflare poc start did not get every participant ready within $timeout s (logs: $LOG_DIR/start.log," \
+        "$PROJECT_DIR/<participant>/poc_console.log)"
   fi
   for name in $(participants); do
     participant_running "$name" || { cmd_stop >&2 || true; die "$name is not running after start (see $PROJECT_DIR/$name/log.txt)"; }
   done
   all_pids | sort -u >"$STATE_DIR/started.pids"
+  # Processes up are not enough: a server whose job store failed to load still accepts logins, and only
+  # fails at submit time. Listing the jobs goes through the admin connection and the job store.
+  local listing
+  listing=$(nvflare --format json job list --startup-kit "$ADMIN_KIT" 2>&1 </dev/null) || true
+  if ! grep -q '"status": *"ok"' <<<"$listing"; then
+    cmd_stop >&2 || true
+    die "the POC server started but cannot list jobs: $(tail -c 600 <<<"$listing")"
+  fi
   say "POC running: server + ${SITE_NAMES} ready in $((SECONDS - started)) s (port $POC_PORT)"
 }
 
@@ -387,6 +410,16 @@ cmd_download() {
   esac
   [[ -d "$RESULTS_DIR/$ID/workspace" ]] || die "the download of job $ID has no workspace/ folder under $RESULTS_DIR/$ID"
   say "downloaded job $ID to $RESULTS_DIR/$ID/workspace"
+}
+
+cmd_abort() {
+  load_settings; use_poc_env; job_args "$@"
+  [[ ${#EXTRA[@]} -eq 0 ]] || die "abort: unknown option ${EXTRA[0]}"
+  require_running
+  local output status
+  output=$(nvflare --format json job abort "$ID" --force --startup-kit "$ADMIN_KIT" 2>&1 </dev/null) || true
+  status=$(helper cli-field data.status <<<"$output") || die "nvflare job abort failed"
+  say "job $ID: $status"
 }
 
 cmd_check() {
@@ -506,24 +539,29 @@ cmd_stop() {
     say "POC is not running in $WORKDIR"
     return 0
   fi
+  # Graceful first: `nvflare poc stop` asks the server to shut the system down, and the sub_start.sh daemons
+  # exit a few seconds after their process (cleaning or restarting before that races them).
+  local patience=5
   if participant_running server; then
     say "stopping POC through NVFlare (nvflare poc stop)"
-    run_logged "$LOG_DIR/stop.log" timeout 120 nvflare poc stop || say "nvflare poc stop failed (log: $LOG_DIR/stop.log)"
+    if run_logged "$LOG_DIR/stop.log" timeout 120 nvflare poc stop; then
+      patience=$timeout
+    else
+      say "nvflare poc stop failed (log: $LOG_DIR/stop.log); stopping by the PID files"
+    fi
   else
-    # Without a server `poc stop` cannot reach the clients; their daemons are stopped by PID below.
+    # Without a server `poc stop` cannot reach the clients, and a daemon would restart its process.
     say "the server is not running; stopping the remaining processes by their PID files"
   fi
-  # The sub_start.sh daemons exit a few seconds after their process; restarting/cleaning before that races them.
   local left="" waited=0
-  while [[ $waited -lt $timeout ]]; do
+  while :; do
     left=$(live_pids $before $(all_pids) | sort -u | tr '\n' ' ')
-    [[ -z "${left// /}" ]] && break
+    [[ -n "${left// /}" && $waited -lt $patience ]] || break
     sleep 1; waited=$((waited + 1))
-    # Without the server, nothing tells the clients to stop: do not wait the full timeout for them.
-    if [[ $waited -ge 5 ]] && ! participant_running server; then break; fi
   done
   if [[ -n "${left// /}" ]]; then
     say "still running after $waited s: $left; killing by PID (daemons first)"
+    # Daemons first: a sub_start.sh daemon restarts its process within 5 s when it finds it gone.
     local name d daemons=() rest=()
     for name in $(participants); do
       d=$(pid_from_file "$PROJECT_DIR/$name/daemon_pid.fl"); is_ours "$d" && daemons+=("$d")
@@ -586,6 +624,7 @@ main() {
     submit) cmd_submit "$@" ;;
     wait) cmd_wait "$@" ;;
     download) cmd_download "$@" ;;
+    abort) cmd_abort "$@" ;;
     check) cmd_check "$@" ;;
     report) cmd_report "$@" ;;
     status) cmd_status "$@" ;;

@@ -115,7 +115,9 @@ def configure_server(args: argparse.Namespace) -> None:
 
     It is how long the server keeps a client that sent no heartbeat (clients send one every 10 s) before it
     drops it and reports its jobs as dead; a killed client holds up FedAvg's round at least that long.
-    POC kits carry no signature.json, so the server accepts the edited file.
+    POC kits carry no signature.json, so the server accepts the edited file. The value must be an int: with
+    a float (30.0) the NVFlare 2.9.0 server starts without its job manager ("There's no Job Manager defined")
+    and every submission then fails with "TypeError: job_def_manager in engine is not of type ...".
     """
     path = Path(args.fed_server_json)
     config = json.loads(path.read_text())
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = commands.add_parser("configure-server", help="set heart_beat_timeout in the server's fed_server.json")
     p.add_argument("--fed-server-json", required=True)
-    p.add_argument("--heartbeat-timeout", type=float, required=True)
+    p.add_argument("--heartbeat-timeout", type=int, required=True)
     p.set_defaults(func=configure_server)
 
     p = commands.add_parser("export", help="export the gradinv job for the prepared sites")
