@@ -335,7 +335,8 @@ def test_report_is_self_contained_private_and_links_every_run(tmp_path, base_set
     out, outcomes, _ = _sweep(tmp_path, base_settings, [0.0, 10.0, 30.0], filters=("gaussian", "svt"))
     paths = write_outputs(out, outcomes, _meta(base_settings, [0.0, 10.0, 30.0], ("gaussian", "svt")))
     report = out / "sweep_report.html"
-    assert paths["report"] == report and (out / "privacy_utility.png").is_file() and (out / "ssim_vs_sigma0.png").is_file()
+    assert paths["report"] == report
+    assert (out / "privacy_utility.png").is_file() and (out / "ssim_vs_sigma0.png").is_file()
     assert stat.S_IMODE(report.stat().st_mode) == 0o600
     html = report.read_text()
     assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
@@ -381,7 +382,10 @@ def test_sweep_settings_force_ground_truth_and_apply_rounds_and_iterations(base_
     settings = sweep_base_settings(base_settings, rounds=3, iterations=120)
     assert settings.audit and settings.num_rounds == 3
     assert settings.attack_overrides == {"lr": 0.05, "iterations": 120}
-    assert sweep_base_settings(base_settings, None, 0).attack_overrides == {"lr": 0.05}
+    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"lr": 0.05}
+    base_settings.attack_overrides = {"iterations": 77}
+    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"iterations": 77}
+    assert sweep_base_settings(base_settings, None, 0).attack_overrides is None  # the preset's count
     with pytest.raises(GradinvError):
         sweep_base_settings(base_settings, rounds=0, iterations=None)
 
@@ -420,8 +424,10 @@ def test_a_small_real_sweep_writes_the_csv_plots_and_report(tmp_path, capsys):
         (s, site, "0") for s in ("0", "30") for site in ("site-1", "site-2")}
     for row in rows:
         assert row["filter"] == "gaussian" and row["num_images"] in ("1", "2")
-        for column in ("rdlv", "ssim", "lpips", "test_accuracy", "leak_score", "ssim_max", "rdlv_max"):
+        for column in ("ssim", "lpips", "test_accuracy", "leak_score", "ssim_max", "prior_ssim"):
             assert row[column] != "", (column, row)
+        # RDLV is undefined (empty, never made up) where SSIM(prior, original) <= 0, which happens at 32 px
+        assert (row["rdlv"] != "") == (float(row["prior_ssim"]) > 0), row
         assert row["test_accuracy_round"] == "1"
         assert (out / row["run_dir"] / "gradinv" / "report.html").is_file()
     html = (out / "sweep_report.html").read_text()

@@ -67,8 +67,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help=f"sweep folder (default ./{DEFAULT_OUT})")
     parser.add_argument("--rounds", type=int, default=None, help="FedAvg rounds per run (default: the job's, 2)")
-    parser.add_argument("--iterations", type=int, default=DEFAULT_ITERATIONS, metavar="K",
-                        help=f"attack iterations per image (default {DEFAULT_ITERATIONS}; 0 = the job's preset)")
+    parser.add_argument("--iterations", type=int, default=None, metavar="K",
+                        help=f"attack iterations per image (default: the --job's own override if it sets one, "
+                             f"else {DEFAULT_ITERATIONS}; 0 = the attack preset's count)")
     parser.add_argument("--calibrate", action="store_true",
                         help="refine each site's calibrated sigma0 by bisection (extra runs)")
     parser.add_argument("--calibrate-steps", type=int, default=DEFAULT_CALIBRATE_STEPS, metavar="N",
@@ -121,7 +122,9 @@ def sweep_base_settings(base, rounds: int | None, iterations: int | None):
     if iterations is not None and iterations < 0:
         raise GradinvError("--iterations must be >= 0 (0 = the preset's)")
     overrides = dict(base.attack_overrides or {})
-    if iterations:
+    if iterations == 0:
+        overrides.pop("iterations", None)
+    elif iterations is not None:
         overrides["iterations"] = int(iterations)
     settings = dataclasses.replace(
         base, num_rounds=rounds if rounds is not None else base.num_rounds,
@@ -292,7 +295,11 @@ def run(args: argparse.Namespace) -> int:
     base = load_job_settings(args.job)
     if base.privacy not in ("none", None) and args.job is not None:
         print(f"gradinv sweep: the job's own privacy filter ({base.privacy}) is replaced by the sweep's filters")
-    settings = sweep_base_settings(base, args.rounds, args.iterations)
+    iterations = args.iterations
+    if iterations is None and "iterations" not in (base.attack_overrides or {}):
+        iterations = DEFAULT_ITERATIONS
+    settings = sweep_base_settings(base, args.rounds, iterations)
+    chosen = (settings.attack_overrides or {}).get("iterations")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(sigmas, filters)
@@ -301,8 +308,8 @@ def run(args: argparse.Namespace) -> int:
         command="gradinv sweep " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["sweep"] else "gradinv sweep",
         started_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load_before=_load(), cpu_count=os.cpu_count(),
         calibrate=args.calibrate, calibrate_steps=args.calibrate_steps if args.calibrate else 0,
-        iterations_note=(f"{args.iterations} attack iterations per image (sweep default {DEFAULT_ITERATIONS}; "
-                         f"the '{settings.preset}' preset's own count otherwise)" if args.iterations
+        iterations_note=(f"{chosen} attack iterations per image (sweep default {DEFAULT_ITERATIONS}, "
+                         f"--iterations to change)" if chosen
                          else f"the '{settings.preset}' preset's attack iterations"),
     )
     sites = settings.sites()

@@ -406,7 +406,8 @@ class RankCorrelation:
 
     def text(self) -> str:
         if self.rho is None:
-            return f"Spearman \u03c1({self.x}, {self.y}) undefined (n = {self.n}{'; ' + self.note if self.note else ''})"
+            note = f"; {self.note}" if self.note else ""
+            return f"Spearman \u03c1({self.x}, {self.y}) undefined (n = {self.n}{note})"
         return f"Spearman \u03c1({self.x}, {self.y}) = {self.rho:+.3f} (p = {self.p_value:.3g}, n = {self.n})"
 
 

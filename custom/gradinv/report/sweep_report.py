@@ -1,4 +1,4 @@
-"""``sweep_report.html`` and the sweep's plots: privacy–utility (RDLV and SSIM against σ0), calibration, rank correlation.
+"""``sweep_report.html`` and the sweep's plots (RDLV and SSIM against σ0), calibration, rank correlation.
 
 Built from the sweep's run outcomes (see :mod:`gradinv.report.sweep`) with the page helpers of
 :mod:`gradinv.report.html`: one self-contained page (plots embedded as data URIs, no scripts, no external
@@ -47,7 +47,8 @@ def write_sweep_report(out_dir: Path, outcomes: Sequence, meta) -> dict[str, Pat
         plots.append((ssim_png, "SSIM per site and test accuracy against \u03c30"))
 
     page = HtmlPage("gradinv privacy\u2013utility sweep",
-                    f"Leakage per site against the Gaussian filter's noise level \u03c30 \u2014 started {meta.started_at}")
+                    f"Leakage per site against the Gaussian filter's noise level \u03c30 "
+                    f"\u2014 started {meta.started_at}")
     prior = _prior_description(outcomes)
     page.add_section("Summary", _summary(outcomes, meta, prior, rows))
     if plots:
@@ -147,7 +148,10 @@ def _summary(outcomes: Sequence, meta, prior: str, rows: Sequence[Mapping[str, o
                    f"{meta.iterations_note}"),
         ("Gaussian noise seed", f"{settings.get('seed')} (the same seed for every \u03c30, mixed with the site name)"),
         ("Prior RDLV is relative to", prior_text),
-        ("Wall time", f"{meta.wall_seconds:.0f} s ({meta.wall_seconds / 60:.1f} min)"),
+        ("Wall time", f"{meta.wall_seconds:.0f} s ({meta.wall_seconds / 60:.1f} min)" + (
+            f"; this invocation only: {sum(o.status == 'reused' for o in outcomes)} run(s) reused from an "
+            f"earlier one (--resume), their own times are under Runs" if any(o.status == "reused" for o in outcomes)
+            else "")),
         ("Machine load (1/5/15-min load average)",
          f"before {_load(meta.load_before)}, after {_load(meta.load_after)}, on {meta.cpu_count} CPUs"),
         ("Command", meta.command),
@@ -213,7 +217,7 @@ def _calibration_section(rows: Sequence[Mapping[str, object]], meta) -> Html:
         results = calibrate(rows, criterion)
         body += element("h3", f"Criterion {criterion}: {text}")
         body += table(("site", "images", "calibrated \u03c30", "test accuracy there", "at \u03c30 = 0",
-                       "accuracy cost", "remarks"),
+                       "accuracy cost (negative: gained)", "remarks"),
                       [_calibration_row(result, rows) for result in results],
                       numeric_columns=(1, 3, 4, 5), nowrap=True)
     return body
