@@ -19,7 +19,9 @@ only; ``--keep-denormals`` to keep them: the client's N=1 training step on some 
 denormals in oneDNN's stride-2 conv backward, which would flatter the first ratio), ``--warmup 2`` untimed
 repetitions, then ``--reps 7`` timed repetitions (median reported), each sample the mean of ``--inner 10``
 calls; the order of the three methods rotates every repetition. On a shared CPU absolute times are noisy;
-the ratios are the result.
+the ratios are the result. Each case also reports ``*_min`` ratios (of the fastest samples), and a NOTE is
+printed when the load average shows other processes competing for the cores (two threads on a busy 2-core
+machine can run 10x slower in bursts; ``--threads 1`` is steadier there).
 
 Targets (PASS/FAIL printed per case; the exit status is 0 whatever the figures unless ``--check``):
 
@@ -42,8 +44,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
+
+
+def resolve_device_type(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.split(":")[0]
 
 
 def _counts(text: str) -> list[int]:
@@ -82,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     print(format_table(results))
+    cores = os.cpu_count() or 1
+    busiest = max(max(r["load_average_1min"]) for r in results)
+    load_note = None
+    if busiest + args.threads > cores + 0.5 and resolve_device_type(args.device) == "cpu":
+        load_note = (f"1-min load average reached {busiest:.1f} on {cores} cores while timing with {args.threads} "
+                     "thread(s): other processes competed for the CPU, so times are inflated and noisy; the *_min "
+                     "ratios are less disturbed, and --threads 1 is steadier on a shared CPU")
+        print(f"NOTE: {load_note}")
     worst = {
         "iteration_over_training_pass": max(r["iteration_over_training_pass"] for r in results),
         "reference_loop_over_gradinv": min(r["reference_loop_over_gradinv"] for r in results),
@@ -94,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "top_level": "worst case over the cases run",
         "targets": {key: f"{op} {bound}" for key, (op, bound) in TARGETS.items()},
         "pass": verdicts,
+        "load_note": load_note,
         "cases": results,
         "torch": torch.__version__,
         "machine": platform.machine(),
