@@ -225,3 +225,16 @@ def test_invalid_configuration_is_rejected_at_construction():
         GradInversionAggregatorFilter(mode="later")
     with pytest.raises(ValueError, match="unknown attack preset"):
         GradInversionAggregatorFilter(preset="slowest")
+
+
+def test_a_re_sent_update_gets_the_same_decision_without_a_second_attack(server, caplog):
+    engine, model, out_dir = server
+    flt = make_filter(block_threshold=0.0, block_metric="leak_score")
+    send_round(engine, flt, model)
+    images, labels = sample_images(1)
+    first = flt.process(client_result(model, images, labels), result_context(engine))
+    with caplog.at_level(logging.INFO):
+        again = flt.process(client_result(model, images, labels), result_context(engine))
+    assert data_of(first) == {} and data_of(again) == {}
+    assert "the same update again" in caplog.text
+    assert len(rows(out_dir)) == 1

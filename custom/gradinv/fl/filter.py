@@ -12,6 +12,7 @@ client's local training, :mod:`gradinv.attack`), scores the leakage, writes arti
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import threading
@@ -117,6 +118,9 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._auditor: LeakageAuditor | None = None
         self._base_by_round: dict[int, dict[str, np.ndarray]] = {}
         self._test_accuracy: dict[int, dict[str, float]] = {}
+        # (round, site, fingerprint of the update) -> decision: a client whose submission timed out while the
+        # filter held the server re-sends the same update; it gets the same decision without a second attack.
+        self._decided: dict[tuple[int, str, str], str] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue | None = None
         self._worker: threading.Thread | None = None
@@ -189,8 +193,15 @@ class GradInversionAggregatorFilter(DXOFilter):
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
 
+        key = (round_num, site, _fingerprint(update.diff))
+        if key in self._decided:
+            decision = self._decided[key]
+            self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: the same update again (a re-sent submission); "
+                                  f"applying its earlier decision '{decision}' without a second attack")
+            return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.mode == "audit":
+            self._decided[key] = "pass"
             self._enqueue(update, fl_ctx)
             return None
         try:
@@ -203,6 +214,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             auditor.record_failure(round_num, site, "error", decision, f"attack failed: {exc}", dxo.meta,
                                    time.monotonic() - started)
             return _blocked_dxo(dxo) if decision == "block" else None
+        self._decided[key] = outcome.decision
         self._log_outcome(fl_ctx, outcome.row)
         self._write_tensorboard(outcome.row)
         if outcome.decision == "block":
@@ -378,6 +390,14 @@ def _to_numpy(value: Any) -> np.ndarray:
     if hasattr(value, "detach"):
         return value.detach().cpu().numpy().copy()
     return np.array(value, copy=True)
+
+
+def _fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
 
 
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
