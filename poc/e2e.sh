@@ -29,33 +29,50 @@ Port 8002 must be free. Wall time with the defaults: about 1.5-2 minutes on 2 CP
 EOF
 }
 
-route=api workdir=./workspace/poc-e2e sites=2 rounds=2 iterations=50 keep=0
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --route) route="$2"; shift 2 ;;
-    --workdir) workdir="$2"; shift 2 ;;
-    --sites) sites="$2"; shift 2 ;;
-    --rounds) rounds="$2"; shift 2 ;;
-    --iterations) iterations="$2"; shift 2 ;;
-    --keep) keep=1; shift ;;
-    -h|--help) usage; exit 0 ;;
-    *) usage >&2; echo "e2e: error: unknown option $1" >&2; exit 2 ;;
-  esac
-done
-case "$route" in api|cli|console) ;; *) echo "e2e: error: --route must be api, cli or console" >&2; exit 2 ;; esac
-for value in "$sites" "$rounds" "$iterations"; do
-  [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "e2e: error: --sites/--rounds/--iterations must be positive integers" >&2; exit 2; }
-done
-workdir=$(realpath -m -- "$workdir")
-# A fresh folder only: the trap stops and deletes what is in it, which must be nothing but what this run made.
-if [[ -n "$(ls -A "$workdir" 2>/dev/null)" ]]; then
-  echo "e2e: error: $workdir is not empty; pass a new --workdir (or remove it: $POC --workdir $workdir clean)" >&2
-  exit 2
-fi
+main() {
+  route=api workdir=./workspace/poc-e2e sites=2 rounds=2 iterations=50 keep=0
+  while [[ $# -gt 0 ]]; do
+    case "$1" in
+      --route) route="$2"; shift 2 ;;
+      --workdir) workdir="$2"; shift 2 ;;
+      --sites) sites="$2"; shift 2 ;;
+      --rounds) rounds="$2"; shift 2 ;;
+      --iterations) iterations="$2"; shift 2 ;;
+      --keep) keep=1; shift ;;
+      -h|--help) usage; exit 0 ;;
+      *) usage >&2; echo "e2e: error: unknown option $1" >&2; exit 2 ;;
+    esac
+  done
+  case "$route" in api|cli|console) ;; *) echo "e2e: error: --route must be api, cli or console" >&2; exit 2 ;; esac
+  for value in "$sites" "$rounds" "$iterations"; do
+    [[ "$value" =~ ^[1-9][0-9]*$ ]] || { echo "e2e: error: --sites/--rounds/--iterations must be positive integers" >&2; exit 2; }
+  done
+  workdir=$(realpath -m -- "$workdir")
+  # A fresh folder only: the trap stops and deletes what is in it, which must be nothing but what this run made.
+  if [[ -n "$(ls -A "$workdir" 2>/dev/null)" ]]; then
+    echo "e2e: error: $workdir is not empty; pass a new --workdir (or remove it: $POC --workdir $workdir clean)" >&2
+    exit 2
+  fi
+
+  trap finish EXIT
+  trap 'exit 130' INT TERM   # run finish (stop + clean) on Ctrl-C too
+
+  echo "[e2e] route $route; $sites sites; $rounds rounds; $iterations attack iterations; workdir $workdir"
+  prepared=1   # from here on the trap stops and cleans (the workdir was empty: all in it is ours)
+  step "prepare" poc prepare --sites "$sites"
+  step "start" poc start
+  step "submit ($route)" poc submit --route "$route" --rounds "$rounds" --iterations "$iterations"
+  step "wait" poc wait
+  step "download" poc download
+  step "check metrics" poc check
+  step "report" poc report
+  step "stop" poc stop
+  succeeded=1
+}
 
 poc() { "$POC" --workdir "$workdir" "$@"; }
 
-step_name="" started_at=$SECONDS prepared=0 succeeded=0
+step_name="" started_at=$SECONDS prepared=0 succeeded=0 route="" sites="" rounds="" keep=0 workdir=""
 step() {  # run one named step; the trap reports the name if it fails
   step_name="$1"; shift
   local t0=$SECONDS
@@ -98,17 +115,7 @@ finish() {
   fi
   exit "$status"
 }
-trap finish EXIT
-trap 'exit 130' INT TERM   # run finish (stop + clean) on Ctrl-C too
 
-echo "[e2e] route $route; $sites sites; $rounds rounds; $iterations attack iterations; workdir $workdir"
-prepared=1   # from here on the trap stops and cleans (prepare refuses a workdir it did not make)
-step "prepare" poc prepare --sites "$sites"
-step "start" poc start
-step "submit ($route)" poc submit --route "$route" --rounds "$rounds" --iterations "$iterations"
-step "wait" poc wait
-step "download" poc download
-step "check metrics" poc check
-step "report" poc report
-step "stop" poc stop
-succeeded=1
+# On one line: bash reads a script as it runs it, so nothing after this line is read once main has started
+# (editing the file while it runs cannot make bash execute a fragment of the new text).
+main "$@"; exit

@@ -9,6 +9,7 @@ Subcommands:
   port-check     fail clearly when a TCP port (8002: NVFlare's FL + admin port in POC) is taken
   configure-server  set the server's heart_beat_timeout (how soon a killed client is dropped)
   export         write the gradinv job folder for POC from the prepared datalists
+  wait-ready     wait until the server answers, the sites are connected and the job store works
   api-submit / api-wait / api-download            FLARE API route (new_secure_session)
   console-submit / console-wait / console-download admin console route (fl_admin.sh driven through stdin)
   cli-field      read one field of `nvflare --format json ...` output (stdin)
@@ -23,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -137,6 +139,57 @@ def _session(kit: str, timeout: float):
                        f"({type(exc).__name__}: {exc}). Is POC running? Check `poc.sh status`.") from None
 
 
+def ready_probe(args: argparse.Namespace) -> None:
+    """One readiness look, in its own process (``wait-ready`` bounds it): connected clients and the job store."""
+    session = _session(args.kit, args.connect_timeout)
+    try:
+        connected = sorted(client.name for client in session.get_system_info().client_info)
+        try:
+            session.list_jobs()
+        except Exception as exc:  # e.g. a server that started without its job manager
+            print(json.dumps({"clients": connected, "job_store": f"{type(exc).__name__}: {exc}"}))
+            return
+    finally:
+        session.close()
+    print(json.dumps({"clients": connected, "job_store": "ok"}))
+
+
+def wait_ready(args: argparse.Namespace) -> None:
+    """Wait until the server answers, every expected site is connected, and the job store works.
+
+    Replaces the readiness wait of `nvflare poc start`, which once hung for minutes past its --timeout in a
+    login that never completed. Each probe runs in a child process under a hard timeout, so a hanging login
+    only costs one attempt.
+    """
+    expected = [site for site in args.sites.split(",") if site]
+    deadline = time.monotonic() + args.timeout
+    last = "no answer yet"
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PocError(f"POC was not ready within {args.timeout:.0f} s: {last}")
+        probe = [sys.executable, __file__, "ready-probe", "--kit", args.kit,
+                 "--connect-timeout", str(max(1.0, min(10.0, remaining)))]
+        try:
+            done = subprocess.run(probe, capture_output=True, text=True, timeout=max(5.0, min(30.0, remaining)))
+            answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError, IndexError):
+            answer = None
+            last = "the admin login did not complete"
+        else:
+            if answer is None:
+                last = (done.stderr.strip().splitlines() or ["server not reachable"])[-1]
+        if answer is not None:
+            if answer["job_store"] != "ok":
+                raise PocError(f"the POC server runs but its job store does not: {answer['job_store']}")
+            missing = [site for site in expected if site not in answer["clients"]]
+            if not missing:
+                print(f"ready: server and {', '.join(expected)} connected")
+                return
+            last = f"waiting for {', '.join(missing)} (connected: {', '.join(answer['clients']) or 'none'})"
+        time.sleep(1.0)
+
+
 def api_submit(args: argparse.Namespace) -> None:
     session = _session(args.kit, args.connect_timeout)
     try:
@@ -178,23 +231,40 @@ def _report_status(job_id: str, status: str | None) -> None:
 
 
 # --------------------------------------------------------------------------------------------- admin console
-def _console(kit: str, commands: list[str], timeout: float) -> str:
+def _run_console(script: Path, stdin: str, timeout: float) -> tuple[int, str]:
+    """Run fl_admin.sh in its own session; on timeout end that whole session (bash and the python console it
+    started), by the process-group id we created, so no console process outlives the call."""
+    process = subprocess.Popen(["bash", str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(stdin, timeout=timeout)
+        return process.returncode, output
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()
+        raise TimeoutError(output or "")
+
+
+def _console(kit: str, commands: list[str], connect_timeout: float) -> str:
     """Run the POC admin console non-interactively: commands on stdin, one per line, then ``bye``.
 
-    Login is certificate-based, so there is no password prompt. fl_admin.sh keeps retrying when the server
-    is down, hence the hard timeout.
+    Login is certificate-based, so there is no password prompt. The console gives up connecting after 10 s
+    by itself; the hard limit (connection time + 60 s for the commands) guards against a hanging login.
     """
+    timeout = connect_timeout + 60.0
     script = Path(kit) / "startup" / "fl_admin.sh"
     if not script.is_file():
         raise PocError(f"no admin console at {script}; run `poc.sh prepare` first")
     stdin = "\n".join([*commands, "bye"]) + "\n"
     try:
-        done = subprocess.run(["bash", str(script)], input=stdin, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        output = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        _, output = _run_console(script, stdin, timeout)
+    except TimeoutError as exc:
         raise PocError(f"the admin console did not finish {commands} within {timeout:.0f} s; is POC running? "
-                       f"Console output:\n{output.strip()[-2000:]}") from None
-    output = done.stdout + done.stderr
+                       f"Console output:\n{str(exc).strip()[-2000:]}") from None
     if "Trying to login" not in output and "Type ?" not in output:
         raise PocError(f"the admin console could not log in to the POC server (is POC running? check "
                        f"`poc.sh status`). Console output:\n{output.strip()[-2000:]}")
@@ -329,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def with_kit(sub, *, job=False, job_id=False, out=False, timeout=False):
         sub.add_argument("--kit", required=True, help="admin startup kit folder")
-        sub.add_argument("--connect-timeout", type=float, default=30.0)
+        sub.add_argument("--connect-timeout", type=float,
+                         default=float(os.environ.get("GRADINV_POC_CONNECT_TIMEOUT") or 30.0),
+                         help="seconds to reach the server (default 30, or $GRADINV_POC_CONNECT_TIMEOUT)")
         if job:
             sub.add_argument("--job", required=True)
         if job_id:
@@ -340,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--timeout", type=float, default=600.0)
         return sub
 
+    with_kit(commands.add_parser("ready-probe")).set_defaults(func=ready_probe)
+    p = with_kit(commands.add_parser("wait-ready", help="wait until the server and the sites are ready"),
+                 timeout=True)
+    p.add_argument("--sites", required=True, help="comma-separated sites that must be connected")
+    p.set_defaults(func=wait_ready)
     with_kit(commands.add_parser("api-submit"), job=True).set_defaults(func=api_submit)
     with_kit(commands.add_parser("api-wait"), job_id=True, timeout=True).set_defaults(func=api_wait)
     with_kit(commands.add_parser("api-download"), job_id=True, out=True).set_defaults(func=api_download)
@@ -363,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except PocError as exc:
         print(f"poc: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # an NVFlare API error (JobNotDone, InternalError, ...): one line, not a traceback
+        if os.environ.get("GRADINV_POC_DEBUG"):
+            raise
+        print(f"poc: error: {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 
