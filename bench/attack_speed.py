@@ -21,7 +21,8 @@ repetitions, then ``--reps 7`` timed repetitions (median reported), each sample 
 calls; the order of the three methods rotates every repetition. On a shared CPU absolute times are noisy;
 the ratios are the result. Each case also reports ``*_min`` ratios (of the fastest samples), and a NOTE is
 printed when the load average shows other processes competing for the cores (two threads on a busy 2-core
-machine can run 10x slower in bursts; ``--threads 1`` is steadier there).
+machine can run 10-50x slower in bursts, OpenMP threads spinning while descheduled; ``--threads 1`` or
+``--omp-passive`` is steadier there).
 
 Targets (PASS/FAIL printed per case; the exit status is 0 whatever the figures unless ``--check``):
 
@@ -68,6 +69,11 @@ def _counts(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP reads OMP_WAIT_POLICY once, when torch loads: set it before anything imports torch.
+    torch_was_loaded = "torch" in sys.modules
+    if "--omp-passive" in (sys.argv[1:] if argv is None else argv) and not torch_was_loaded:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
     from gradinv.attack.bench_case import TARGETS, CaseSpec, add_case_arguments, format_table, meets, run_case
     from gradinv.errors import GradinvError
 
@@ -77,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=_counts, default=[1, 4], metavar="N1,N2,...",
                         help="client sizes, one case each, batch size = N (default 1,4)")
     parser.add_argument("--check", action="store_true", help="exit 1 when any case misses a target")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="set OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of spinning): on a CPU "
+                             "shared with busy processes, 2-thread timings otherwise swing 10-50x; must come before "
+                             "torch is imported, so it only works when this script starts the process")
     args = parser.parse_args(argv)
+    if args.omp_passive and torch_was_loaded:
+        print("attack_speed: error: --omp-passive needs a fresh process (torch is already imported)", file=sys.stderr)
+        return 2
 
     import torch
 
@@ -115,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "pass": verdicts,
         "load_note": load_note,
         "cases": results,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
