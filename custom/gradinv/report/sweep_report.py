@@ -213,6 +213,10 @@ def _calibration_section(rows: Sequence[Mapping[str, object]], meta) -> Html:
     body += element("ul", join(element("li", element("strong", name) + f": {text}") for name, text in CRITERIA.items()))
     body += paragraph(method + " Noise is random: a site may fail again at a larger \u03c30 (listed in remarks); "
                       "each point is a single run.", css_class="note")
+    body += paragraph(f"These values hold for this attack ({meta.iterations_note}). A stronger attack (more "
+                      "iterations, another preset) can reconstruct images at a \u03c30 where this one did not, so "
+                      "read a calibrated \u03c30 as a lower bound on the noise needed, not as a guarantee.",
+                      css_class="warning")
     for criterion, text in CRITERIA.items():
         results = calibrate(rows, criterion)
         body += element("h3", f"Criterion {criterion}: {text}")
