@@ -103,8 +103,9 @@ finish() {
     elif [[ $status -eq 0 ]]; then
       poc clean >/dev/null || { echo "[e2e] error: clean failed" >&2; status=1; }
     else
-      poc clean >/dev/null || true
-      echo "[e2e] removed $workdir; rerun with --keep to inspect the logs and results" >&2
+      if poc clean >/dev/null; then
+        echo "[e2e] removed $workdir; rerun with --keep to inspect the logs and results" >&2
+      fi
     fi
   fi
   if [[ $status -eq 0 && $succeeded -eq 1 ]]; then

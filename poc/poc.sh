@@ -206,10 +206,10 @@ cmd_prepare() {
   if [[ -n "$(ls -A "$WORKDIR" 2>/dev/null)" && ! -f "$MARKER" ]]; then
     die "$WORKDIR is not empty and was not made by 'poc.sh prepare'; choose another --workdir"
   fi
+  mkdir -p "$WORKDIR" && touch "$MARKER"   # before anything else is written, so that `clean` may remove it
   DEAD_CLIENT_GRACE="$grace"
   use_poc_env
   helper port-check --port "$POC_PORT" >/dev/null || exit 1
-  touch "$MARKER"
   mkdir -p "$STATE_DIR" "$LOG_DIR"
   rm -f "$STATE_DIR/last_job.env" "$STATE_DIR/started.pids"
 
