@@ -32,10 +32,12 @@ Commands:
               api      FLARE API, new_secure_session(...).submit_job (default)
               cli      nvflare job submit
               console  admin console: `submit_job` typed into startup/fl_admin.sh (non-interactive)
-            --min-clients lowers meta.json min_clients (sites that must stay alive); FedAvg still targets
+            --rounds: FedAvg rounds (default 2); --iterations: attack iterations per image (default 50, fast;
+            0 = the preset's own); --min-clients lowers meta.json min_clients (sites that must stay alive); FedAvg still targets
             every site each round. Checks first that POC runs; --no-running-check skips that, to see the
             route's own error; --connect-timeout S bounds the api/console connection attempt (default 30).
-  wait      [--route R] [--job-id ID] [--timeout S]   wait until the job ends; fails unless FINISHED:COMPLETED
+  wait      [--route R] [--job-id ID] [--timeout S]   wait until the job ends (default at most 900 s);
+                                        fails unless FINISHED:COMPLETED
   download  [--route R] [--job-id ID]   fetch the job result to <workdir>/results/<job_id>/workspace
   abort     [--job-id ID]               abort a running job (nvflare job abort --force)
   check     [--job-id ID] [--rounds R] [--optional-sites a,b]
