@@ -115,21 +115,6 @@ def _validate(case: CaseSpec, reps: int, warmup: int, inner: int, threads: int) 
             raise GradinvError(f"--{name} must be at least {low}, got {value}")
 
 
-def _device(name: str):
-    import torch
-
-    from gradinv.attack import resolve_device
-    from gradinv.errors import GradinvError
-
-    try:
-        device = resolve_device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise GradinvError(f"--device {name!r} is not a device: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GradinvError(f"--device {name}: CUDA is not available on this machine")
-    return device
-
-
 class _Setup:
     """A real client's update for the case, and the three timed callables."""
 
@@ -397,11 +382,13 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
 
     import torch
 
+    from gradinv.attack.cli import parse_device
+
     _validate(case, reps, warmup, inner, threads)
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
     load_before = os.getloadavg()[0]
-    resolved = _device(device)
+    resolved = parse_device(device)
     setup = _Setup(case, resolved, seed)
     mismatch = same_math_check(setup)
     calls = setup.callables()
@@ -446,9 +433,11 @@ def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from gradinv.attack.cli import parse_device
+
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
-    resolved = _device(device)
+    resolved = parse_device(device)
     setup = _Setup(case, resolved, seed)
     step = setup.loops["gradinv"].step
     for _ in range(5):

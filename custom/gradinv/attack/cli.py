@@ -127,7 +127,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise GradinvError(f"--out {out} exists and is not a folder")
 
 
-def _device(name: str):
+def parse_device(name: str):
+    """A ``--device`` value as a torch device, or a one-line :class:`GradinvError`."""
     import torch
 
     from gradinv.attack import resolve_device
@@ -212,7 +213,7 @@ def run_attack(args: argparse.Namespace) -> int:
     from gradinv.metrics import evaluate_reconstruction
     from gradinv.recipe import TrainingRecipe
 
-    device = _device(args.device)
+    device = parse_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     listed = list_images(args.images, n=args.num_images, seed=args.seed, verify=True)

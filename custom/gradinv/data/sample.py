@@ -29,7 +29,6 @@ temporary folder and renamed into place, so an interrupted build never looks com
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gradinv.hashing import sha256_of_file
 from gradinv.data.images import DICOM_WINDOW_PERCENTILES, read_dicom_unit, resize_square
 from gradinv.data.sources import ImageList
 from gradinv.errors import DataError
@@ -190,14 +190,6 @@ class _Rendered:
     record: dict
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _to_uint8(unit: np.ndarray) -> np.ndarray:
     resized = resize_square(np.ascontiguousarray(unit, dtype=np.float32), RESOLUTION)
     return np.round(resized * 255.0).astype(np.uint8)
@@ -250,7 +242,7 @@ def _render_dicom_sources(skipped: list[dict]) -> list[_Rendered]:
             "version": importlib.metadata.version(package) if package != "unknown" else None,
             "file": relative,
             "function": f"pydicom.data.get_testdata_file({source.file_name!r})",
-            "sha256": _sha256(path),
+            "sha256": sha256_of_file(path),
             "content": source.content,
         }
         for number, crop in enumerate(source.crops):
@@ -304,7 +296,7 @@ def _render_icbm152() -> list[_Rendered]:
         "file": f"nilearn/datasets/data/{ICBM152_FILE}",
         "function": "file shipped in the nilearn wheel (nilearn.datasets.load_mni152_template reads it); "
                     "read with nibabel",
-        "sha256": _sha256(path),
+        "sha256": sha256_of_file(path),
         "content": ICBM152_CONTENT,
     }
     # (axis of the slice index, display rule) per plane; the volume is RAS, rot90 puts anterior or superior up
@@ -431,7 +423,7 @@ def _write_set(staging: Path, rendered: list[_Rendered], skipped: list[dict]) ->
             "split": item.split,
             "label": item.label,
             "class_name": CLASS_NAMES[item.label],
-            "sha256": _sha256(staging / relative),
+            "sha256": sha256_of_file(staging / relative),
             **item.record,
         })
     public = np.stack([item.pixels for item in rendered if item.split == "public"]).astype(np.float64)

@@ -22,7 +22,6 @@ Hidden files (``.DS_Store``, ``._x.png``) are ignored; a folder's files are take
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gradinv.hashing import sha256_of_file
 from gradinv.data.datalists import datalist_class_names, load_datalist
 from gradinv.data.images import IMAGE_SUFFIXES, is_image_file, read_image_unit
 from gradinv.errors import DataError
@@ -146,17 +146,9 @@ def list_folder(folder: str | Path, *, classes: list[str] | None = None, seed: i
     return ImageList(items, [f"assigned_{k}" for k in range(num_classes)], labels_known=False, source=folder)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_medmnist_cache(npz_path: Path) -> Path:
     """Where a MedMNIST file's PNGs go by default: ``<GRADINV_HOME>/data/medmnist/<stem>-<sha256[:12]>``."""
-    return gradinv_home() / "data" / "medmnist" / f"{npz_path.stem}-{_file_digest(npz_path)[:12]}"
+    return gradinv_home() / "data" / "medmnist" / f"{npz_path.stem}-{sha256_of_file(npz_path)[:12]}"
 
 
 def _medmnist_arrays(npz_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

