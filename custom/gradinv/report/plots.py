@@ -133,7 +133,8 @@ def privacy_utility_figure(rows: Sequence[Row]) -> Figure:
 
     Rows are sweep.csv rows (``filter, sigma0, site, round, rdlv, test_accuracy, ...``). Per filter, site and
     σ0 the line is the mean RDLV over that site's inverted rounds, the band its min–max. The accuracy line is,
-    per filter and σ0, the best test accuracy among its rows (the paper plots the best global model). Rows
+    per filter and σ0, the highest test accuracy among its rows; a sweep gives every row of a run that run's final
+    global-model accuracy, so this is the final model's accuracy at that noise level. Rows
     without σ0 (filters that have no noise level) have no place on this axis and are left out.
     """
     rdlv_by_series: dict[tuple[str, str], dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -175,7 +176,7 @@ def privacy_utility_figure(rows: Sequence[Row]) -> Figure:
             label = f"test accuracy ({filter_name})" if several_filters else "test accuracy"
             accuracy_axes.plot(sigmas, [by_sigma[s] for s in sigmas], color="black", marker="s", linestyle="-.",
                                label=label)
-        accuracy_axes.set_ylabel("global test accuracy (best)")
+        accuracy_axes.set_ylabel("global-model test accuracy")
         more_handles, more_labels = accuracy_axes.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
