@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from gradinv.attack.compiled import make_attack_step
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.errors import AttackInputError
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
@@ -95,8 +96,13 @@ class InversionObjective:
         self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
-        config = self.config
         replayed = self.replay.run(self.initial_params, images, targets)
+        total, terms = self.loss_from_replay(images, replayed)
+        return total, terms, replayed
+
+    def loss_from_replay(self, images: torch.Tensor, replayed: ReplayResult) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total and its matching terms, given the replay of ``images`` (shared by the compiled step)."""
+        config = self.config
         simulated_update = [replayed.params[name] - self.initial_params[name] for name in self.param_names]
         terms: dict[str, torch.Tensor] = {"update_cosine": cosine_distance(simulated_update, self.observed_update)}
         total = config.update_cosine * terms["update_cosine"]
@@ -110,7 +116,7 @@ class InversionObjective:
             total = total + config.tv_l2 * total_variation_l2(images)
         if config.l2:
             total = total + config.l2 * image_l2(images)
-        return total, terms, replayed
+        return total, terms
 
     def bn_loss(self, replayed: ReplayResult) -> torch.Tensor:
         momentum, loss = self.bn_momentum, 0.0
@@ -173,6 +179,8 @@ def invert(
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
+    step = make_attack_step(objective, config, total_iterations, lambda logits: _targets(logits, inputs.recipe),
+                            differentiate_labels=config.labels != "analytic_fixed")
     best: dict[str, Any] = {"loss": math.inf}
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
@@ -202,15 +210,13 @@ def invert(
             current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            targets = _targets(label_logits, inputs.recipe)
-            loss, terms, _ = objective(images, targets)
+            loss, terms, gradients = step(images, label_logits)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
                 break
             if loss_value < best["loss"]:
                 best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone()}
-            gradients = torch.autograd.grad(loss, variables)
             for variable, gradient in zip(variables, gradients):
                 variable.grad = gradient
             optimizer.step()
@@ -253,8 +259,8 @@ def invert(
         history=history,
     )
     logger.info(
-        "%s: %d images, %d iterations in %.1f s (%s), update cosine distance %.4g, BN residual %s",
-        description, inputs.num_images, iterations_run, result.seconds, stopped, result.update_distance,
+        "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
+        description, inputs.num_images, iterations_run, result.seconds, stopped, step.mode, result.update_distance,
         "n/a" if result.bn_residual is None else f"{result.bn_residual:.4g}",
     )
     return result

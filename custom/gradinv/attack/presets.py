@@ -25,6 +25,7 @@ from gradinv.errors import AttackInputError
 INIT_MODES = ("prior", "random")
 LABEL_MODES = ("analytic", "analytic_fixed", "soft")
 BN_MODES = ("exact", "single_step")
+COMPILE_MODES = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,10 @@ class AttackConfig:
         clamp: project the images into [0, 1] (the client's input range) after each step.
         restarts: independent runs (different seeds); the one with the lowest attacker loss is kept.
         time_budget_s: stop when this many seconds have passed and return the best iterate so far.
+        compile: ``on`` runs each iteration as one ``torch.compile``-d graph (same objective and gradient,
+            about 2x faster per iteration after a one-off compile of seconds to a minute), ``off`` runs it
+            eagerly, ``auto`` compiles only attacks long enough to repay a cold compile
+            (:func:`gradinv.attack.compiled.should_compile`). A compile that fails falls back to eager.
     """
 
     iterations: int = 1000
@@ -73,6 +78,7 @@ class AttackConfig:
     clamp: bool = True
     restarts: int = 1
     time_budget_s: float | None = None
+    compile: str = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -88,6 +94,8 @@ class AttackConfig:
             problems.append(f"labels must be one of {LABEL_MODES}, got {self.labels!r}")
         if self.bn_mode not in BN_MODES:
             problems.append(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+        if self.compile not in COMPILE_MODES:
+            problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if not (isinstance(self.restarts, int) and self.restarts >= 1):
             problems.append(f"restarts must be an integer >= 1, got {self.restarts!r}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:

@@ -38,6 +38,11 @@ class FunctionalReplay:
     The attack copy of the model has its BatchNorm running statistics removed (``track_running_stats=False``):
     in train mode BatchNorm normalises with batch statistics only, so this is exact, and it keeps buffers out
     of the differentiated graph.
+
+    Two ways to differentiate a local step, same math: ``torch.autograd.grad(create_graph=True)`` (the eager
+    default) or ``torch.func.grad`` (``functional=True``), which ``torch.compile`` can trace as one graph
+    (:mod:`gradinv.attack.compiled`). Both take each step's BatchNorm statistics from
+    :meth:`forward_with_stats`, which returns them explicitly.
     """
 
     def __init__(self, model: nn.Module, recipe: TrainingRecipe, num_images: int, round_num: int = 0):
@@ -66,30 +71,62 @@ class FunctionalReplay:
             variance = variance * (count / (count - 1))
         self._batch_stats[layer_name].append((mean, variance))
 
+    def forward_with_stats(self, params: Mapping[str, torch.Tensor], images: torch.Tensor) -> tuple[torch.Tensor, BatchStats]:
+        """One train-mode forward: the logits and, per BatchNorm layer, the (mean, unbiased variance) of its input.
+
+        The statistics are returned, not left in an attribute: under ``torch.func`` transforms a tensor that
+        escaped the transformed function (as a hook's side output would) is an unusable wrapper, while a
+        returned one is unwrapped and stays differentiable at the outer level.
+        """
+        stats: BatchStats = {name: [] for name in self.bn_layer_names}
+        self._batch_stats = stats
+        try:
+            logits = functional_call(self.model, dict(params), (images,))
+        finally:
+            self._batch_stats = None
+        return logits, stats
+
+    def _step_loss(self, params: Mapping[str, torch.Tensor], images: torch.Tensor,
+                   targets: torch.Tensor) -> tuple[torch.Tensor, BatchStats]:
+        logits, stats = self.forward_with_stats(params, images)
+        return self.recipe.loss_value(logits, targets), stats
+
     def run(
         self,
         params: Mapping[str, torch.Tensor],
         images: torch.Tensor,
         targets: torch.Tensor,
         create_graph: bool = True,
+        functional: bool = False,
     ) -> ReplayResult:
-        """Replay every local step on ``images`` (N, C, H, W) with ``targets`` (labels or class probabilities)."""
-        # The local gradients are taken w.r.t. the parameters, so the starting point must be part of the graph.
-        current = {name: p if p.requires_grad else p.detach().requires_grad_(True)
-                   for name, p in ((name, params[name]) for name in self.param_names)}
+        """Replay every local step on ``images`` (N, C, H, W) with ``targets`` (labels or class probabilities).
+
+        ``functional=True`` differentiates each step with ``torch.func.grad`` (always differentiable w.r.t.
+        the images and targets; ``create_graph`` is ignored): for use inside ``torch.func`` transforms and
+        ``torch.compile``, where ``torch.autograd.grad`` cannot be traced.
+        """
+        if functional:
+            current = {name: params[name] for name in self.param_names}
+            step_gradients = torch.func.grad(self._step_loss, has_aux=True)
+        else:
+            # The local gradients are taken w.r.t. the parameters, so the starting point must be part of the graph.
+            current = {name: p if p.requires_grad else p.detach().requires_grad_(True)
+                       for name, p in ((name, params[name]) for name in self.param_names)}
         momentum_buffers = None
-        self._batch_stats = {name: [] for name in self.bn_layer_names}
-        try:
-            for batch in self.batches:
-                logits = functional_call(self.model, current, (images[batch],))
-                loss = self.recipe.loss_value(logits, targets[batch])
+        batch_stats: BatchStats = {name: [] for name in self.bn_layer_names}
+        for batch in self.batches:
+            if functional:
+                gradient_map, stats = step_gradients(current, images[batch], targets[batch])
+                grads = [gradient_map[name] for name in current]  # torch.func.grad gives zeros for unused inputs
+            else:
+                loss, stats = self._step_loss(current, images[batch], targets[batch])
                 values = list(current.values())
                 grads = torch.autograd.grad(loss, values, create_graph=create_graph, allow_unused=True)
                 grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads)]
-                current, momentum_buffers = self.recipe.sgd_step(current, grads, momentum_buffers)
-            return ReplayResult(current, self._batch_stats)
-        finally:
-            self._batch_stats = None
+            for name, layer_stats in stats.items():
+                batch_stats[name].extend(layer_stats)
+            current, momentum_buffers = self.recipe.sgd_step(current, grads, momentum_buffers)
+        return ReplayResult(current, batch_stats)
 
 
 def replay_running_stats(
