@@ -1,13 +1,19 @@
 """``gradinv bench-case``: time one attack iteration of one client configuration, and what it compares with.
 
-Three things are timed on the same client (model, resolution, N images, batch size, epochs), interleaved in
-one process (the order of the three rotates every repetition; ``warmup`` untimed repetitions first, then the
-median of ``reps`` samples, each the mean over ``inner`` calls):
+Four things are timed on the same client (model, resolution, N images, batch size, epochs), interleaved in
+one process (the order rotates every repetition; ``warmup`` untimed repetitions first, then the median of
+``reps`` samples, each the mean over ``inner`` calls):
 
-* ``gradinv``: one iteration of gradinv's attack loop exactly as :func:`gradinv.attack.invert` runs it:
+* ``eager``: one iteration of gradinv's attack loop exactly as :func:`gradinv.attack.invert` runs it with
+  ``compile="off"`` (the default for short attacks):
   :class:`~gradinv.attack.invert.InversionObjective` forward (functional replay of the local steps with
   ``create_graph=True``, exact BN running-stat replay from the replay's own forwards), ``autograd.grad``
   w.r.t. the images and label logits, the Adam step, Langevin noise, clamping and best-iterate bookkeeping.
+* ``compiled``: the same iteration with the objective and its gradient as one ``torch.compile``-d graph
+  (:mod:`gradinv.attack.compiled`), what :func:`~gradinv.attack.invert` runs for long attacks (``compile="on"``,
+  or ``"auto"`` from 5000 iterations). It is compiled before the warm-up, untimed; ``compile_seconds`` reports
+  that first call (tens of seconds with a cold inductor cache, seconds warm). :func:`compiled_check` reports
+  how far its loss and gradient are from the eager step's (float32; accepted up to ``CHECK_RTOL``).
 * ``training``: one local-training pass of the same client, :meth:`TrainingRecipe.train` on the real
   ``nn.Module`` with ``torch.optim.SGD`` (all local steps of one round).
 * ``reference``: the *same math* written the way the released reference code is structured
@@ -18,8 +24,10 @@ median of ``reps`` samples, each the mean over ``inner`` calls):
   iteration. The update term stays differentiable (unrolled steps, ``create_graph=True``), so both loops
   optimise the same objective; :func:`same_math_check` verifies loss and image gradient agree before timing.
 
-Ratios: ``iteration_over_training_pass`` = gradinv / training; ``reference_loop_over_gradinv`` =
-reference / gradinv, both of the medians; ``*_min`` are the same ratios of the fastest samples (on a CPU shared
+Ratios: ``iteration_over_training_pass`` = compiled / training (the product's path for long attacks; a
+compile that fails falls back to eager, as in the product, and ``compile_fallback`` says why);
+``iteration_over_training_pass_eager`` = eager / training; ``reference_loop_over_gradinv`` = reference / eager
+(same math, same structure), all of the medians; ``*_min`` are the same ratios of the fastest samples (on a CPU shared
 with other busy processes the minimum is the less disturbed estimate). ``bench/attack_speed.py`` runs the
 default cases and checks the targets.
 """
@@ -37,7 +45,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-METHODS = ("gradinv", "reference", "training")
+METHODS = ("compiled", "eager", "reference", "training")
 
 
 # --- the parser -------------------------------------------------------------------------------------------
@@ -73,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_case_arguments(parser)
     parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler's top operators of the gradinv iteration")
+                        help="also print torch.profiler's top operators of the eager and the compiled iteration")
     parser.set_defaults(func=_bench_case_command)
 
 
@@ -123,7 +131,8 @@ class _Setup:
 
         from gradinv.attack import get_preset
         from gradinv.attack.inputs import validate_attack_inputs
-        from gradinv.attack.invert import InversionObjective
+        from gradinv.attack.compiled import AttackStep
+        from gradinv.attack.invert import InversionObjective, _targets
         from gradinv.errors import GradinvError
         from gradinv.models import build_model
         from gradinv.recipe import TrainingRecipe
@@ -157,10 +166,14 @@ class _Setup:
         init = (prior.unsqueeze(0) + 0.02 * torch.randn(case.num_images, 1, case.resolution, case.resolution,
                                                         generator=generator)).clamp(0, 1)
         logits = torch.rand(case.num_images, 2, generator=generator)
-        self.loops = {
-            "gradinv": _AttackLoop(self.objective, self.config, init.to(device), logits.to(device), self.recipe, seed),
-            "reference": _AttackLoop(self.reference, self.config, init.to(device), logits.to(device), self.recipe, seed),
-        }
+        def targets(label_logits):
+            return _targets(label_logits, self.recipe)
+
+        steps = {"compiled": AttackStep(self.objective, targets, differentiate_labels=True, compile=True),
+                 "eager": AttackStep(self.objective, targets, differentiate_labels=True, compile=False),
+                 "reference": AttackStep(self.reference, targets, differentiate_labels=True, compile=False)}
+        self.loops = {method: _AttackLoop(step, self.config, init.to(device), logits.to(device), seed)
+                      for method, step in steps.items()}
 
     def reset_client(self) -> None:
         self.client.load_state_dict(self.global_state)
@@ -169,8 +182,7 @@ class _Setup:
         self.recipe.train(self.client, self.images, self.labels)
 
     def callables(self) -> dict[str, Callable[[], None]]:
-        return {"gradinv": self.loops["gradinv"].step, "reference": self.loops["reference"].step,
-                "training": self.training_pass}
+        return {**{method: loop.step for method, loop in self.loops.items()}, "training": self.training_pass}
 
 
 #: scikit-image's bundled grayscale pictures (no download), cycled when a case needs more images.
@@ -197,12 +209,12 @@ def real_images(count: int, resolution: int):
 
 
 class _AttackLoop:
-    """The body of :func:`gradinv.attack.invert`'s loop, with the objective swappable."""
+    """The body of :func:`gradinv.attack.invert`'s loop, with the step (objective + gradient) swappable."""
 
-    def __init__(self, objective, config, init, label_logits, recipe, seed: int):
+    def __init__(self, attack_step, config, init, label_logits, seed: int):
         import torch
 
-        self.objective, self.config, self.recipe = objective, config, recipe
+        self.attack_step, self.config = attack_step, config
         self.images = init.clone().requires_grad_(True)
         self.label_logits = label_logits.clone().requires_grad_(True)
         self.variables = [self.images, self.label_logits]
@@ -214,20 +226,19 @@ class _AttackLoop:
     def step(self) -> None:
         import torch
 
-        from gradinv.attack.invert import _targets, learning_rate
+        from gradinv.attack.invert import learning_rate
 
         config = self.config
         lr = learning_rate(self.iteration, 1000, config.lr, config.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss, _, _ = self.objective(self.images, _targets(self.label_logits, self.recipe))
-        value = float(loss.detach())
+        loss, _, gradients = self.attack_step(self.images, self.label_logits)
+        value = float(loss)
         if not math.isfinite(value):
             raise FloatingPointError("the attack objective became NaN/Inf during timing")
         if value < self.best:
             self.best = value
             self.best_state = (self.images.detach().clone(), self.label_logits.detach().clone())
-        gradients = torch.autograd.grad(loss, self.variables)
         for variable, gradient in zip(self.variables, gradients):
             variable.grad = gradient
         self.optimizer.step()
@@ -349,23 +360,40 @@ def _stat_hook(sink: list):
     return hook
 
 
+def _step_at_start(setup: _Setup, method: str):
+    """``method``'s step (loss, terms, gradients) at the loops' common starting point."""
+    loop = setup.loops["eager"]
+    images = loop.images.detach().clone().requires_grad_(True)
+    label_logits = loop.label_logits.detach().clone().requires_grad_(True)
+    return setup.loops[method].attack_step(images, label_logits)
+
+
+def _relative(value, reference) -> float:
+    return float((value - reference).norm() / reference.norm().clamp_min(1e-12))
+
+
 def same_math_check(setup: _Setup) -> float:
-    """Max relative difference of (loss, d loss / d images) between gradinv's and the reference-style objective."""
-    import torch
+    """Max relative difference of (loss, d loss / d images) between gradinv's eager and the reference-style step."""
+    (loss_a, _, grads_a), (loss_b, _, grads_b) = (_step_at_start(setup, method) for method in ("eager", "reference"))
+    return max(_relative(loss_b, loss_a), _relative(grads_b[0], grads_a[0]))
 
-    from gradinv.attack.invert import _targets
 
-    loop = setup.loops["gradinv"]
-    results = []
-    for objective in (setup.objective, setup.reference):
-        images = loop.images.detach().clone().requires_grad_(True)
-        loss, _, _ = objective(images, _targets(loop.label_logits.detach(), setup.recipe))
-        (gradient,) = torch.autograd.grad(loss, [images])
-        results.append((loss.detach(), gradient))
-    (loss_a, grad_a), (loss_b, grad_b) = results
-    loss_diff = float((loss_a - loss_b).abs() / loss_a.abs().clamp_min(1e-12))
-    grad_diff = float((grad_a - grad_b).norm() / grad_a.norm().clamp_min(1e-12))
-    return max(loss_diff, grad_diff)
+def compile_step(setup: _Setup) -> float | None:
+    """Compile the ``compiled`` loop's step (its first call); its seconds, or None if it fell back to eager."""
+    step = setup.loops["compiled"].attack_step
+    _step_at_start(setup, "compiled")
+    return step.compile_seconds if step.mode == "compiled" else None
+
+
+def compiled_check(setup: _Setup) -> dict[str, float]:
+    """How far the compiled step is from the eager one at the same point (relative, float32): the loss, the image
+    gradient, and what the product checks on its first compiled call (loss and whole gradient, see
+    :data:`gradinv.attack.compiled.CHECK_RTOL`)."""
+    from gradinv.attack.compiled import step_difference
+
+    compiled, eager = (_step_at_start(setup, method) for method in ("compiled", "eager"))
+    return {"loss": _relative(compiled[0], eager[0]), "image_gradient": _relative(compiled[2][0], eager[2][0]),
+            "checked": step_difference(compiled, eager)}
 
 
 def _synchronize(device) -> None:
@@ -377,12 +405,13 @@ def _synchronize(device) -> None:
 
 def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10, threads: int = 2,
              device: str = "cpu", seed: int = 0, flush_denormal: bool = True) -> dict[str, Any]:
-    """Time the three methods of one case, interleaved; returns a JSON-serialisable dict (times in ms)."""
+    """Time the four methods of one case, interleaved; returns a JSON-serialisable dict (times in ms)."""
     import os
 
     import torch
 
     from gradinv.attack.cli import parse_device
+    from gradinv.attack.compiled import CHECK_RTOL
 
     _validate(case, reps, warmup, inner, threads)
     torch.set_num_threads(threads)
@@ -390,7 +419,9 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
     load_before = os.getloadavg()[0]
     resolved = parse_device(device)
     setup = _Setup(case, resolved, seed)
+    compile_seconds = compile_step(setup)  # before the warm-up, untimed
     mismatch = same_math_check(setup)
+    compiled_mismatch = compiled_check(setup)
     calls = setup.callables()
     samples: dict[str, list[float]] = {method: [] for method in METHODS}
     for rep in range(warmup + reps):
@@ -411,16 +442,23 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
     return {
         **dataclasses.asdict(case),
         "local_steps": setup.recipe.num_steps(case.num_images),
-        "ms_gradinv_iteration": median["gradinv"],
+        "ms_compiled_iteration": median["compiled"],
+        "ms_eager_iteration": median["eager"],
         "ms_training_pass": median["training"],
         "ms_reference_iteration": median["reference"],
-        "iteration_over_training_pass": median["gradinv"] / median["training"],
-        "reference_loop_over_gradinv": median["reference"] / median["gradinv"],
+        "iteration_over_training_pass": median["compiled"] / median["training"],
+        "iteration_over_training_pass_eager": median["eager"] / median["training"],
+        "reference_loop_over_gradinv": median["reference"] / median["eager"],
+        "compile_seconds": compile_seconds,
+        "compile_fallback": setup.loops["compiled"].attack_step.fallback_reason,
         "same_math_max_rel_diff": mismatch,
+        "compiled_rel_diff": compiled_mismatch,
+        "compiled_check_tolerance": CHECK_RTOL,
         # The least-disturbed samples: on a shared CPU the minimum is closer to the machine's real speed.
         "min_ms": {method: fastest[method] for method in METHODS},
-        "iteration_over_training_pass_min": fastest["gradinv"] / fastest["training"],
-        "reference_loop_over_gradinv_min": fastest["reference"] / fastest["gradinv"],
+        "iteration_over_training_pass_min": fastest["compiled"] / fastest["training"],
+        "iteration_over_training_pass_eager_min": fastest["eager"] / fastest["training"],
+        "reference_loop_over_gradinv_min": fastest["reference"] / fastest["eager"],
         "samples_ms": {method: [round(value, 4) for value in values] for method, values in samples.items()},
         "reps": reps, "warmup": warmup, "inner": inner, "threads": threads, "device": str(resolved),
         "flush_denormal": flush_denormal, "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -429,7 +467,8 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
 
 def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed: int = 0, iterations: int = 30,
                  rows: int = 25, flush_denormal: bool = True) -> str:
-    """torch.profiler's operator table (self CPU time) of ``iterations`` gradinv iterations, after 5 warm-ups."""
+    """torch.profiler's operator tables (self CPU time) of ``iterations`` eager and compiled gradinv iterations,
+    after 5 warm-ups (the compiled step is compiled first)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -439,17 +478,21 @@ def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed:
     torch.set_flush_denormal(flush_denormal)
     resolved = parse_device(device)
     setup = _Setup(case, resolved, seed)
-    step = setup.loops["gradinv"].step
-    for _ in range(5):
-        step()
+    compile_step(setup)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if resolved.type == "cuda" else [])
-    with profile(activities=activities) as profiler:
-        for _ in range(iterations):
-            step()
-        _synchronize(resolved)
     sort = "self_cuda_time_total" if resolved.type == "cuda" else "self_cpu_time_total"
-    return f"profile of {iterations} gradinv iterations, {case.label()}:\n" + profiler.key_averages().table(
-        sort_by=sort, row_limit=rows)
+    tables = []
+    for method in ("eager", "compiled"):
+        step = setup.loops[method].step
+        for _ in range(5):
+            step()
+        with profile(activities=activities) as profiler:
+            for _ in range(iterations):
+                step()
+            _synchronize(resolved)
+        tables.append(f"profile of {iterations} {method} gradinv iterations, {case.label()}:\n"
+                      + profiler.key_averages().table(sort_by=sort, row_limit=rows))
+    return "\n".join(tables)
 
 
 # --- reporting ---------------------------------------------------------------------------------------------
@@ -465,17 +508,26 @@ def meets(key: str, value: float) -> bool:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    header = (f"{'case':<34} {'gradinv ms':>10} {'train ms':>9} {'ref ms':>9} {'iter/train':>10} {'':4} "
-              f"{'ref/gradinv':>11} {'':4} {'same-math':>9}")
+    """One row per case: ``iter/train`` is the compiled iteration (the target), ``eager/train`` the eager one;
+    ``ref/eager`` the reference-style loop over the eager iteration (the second target)."""
+    header = (f"{'case':<34} {'compiled ms':>11} {'eager ms':>9} {'train ms':>9} {'ref ms':>9} {'iter/train':>10} "
+              f"{'':4} {'eager/train':>11} {'ref/eager':>9} {'':4} {'compile s':>9} {'same-math':>9} {'compiled':>8}")
     lines = [header, "-" * len(header)]
     for r in results:
         case = CaseSpec(r["model"], r["resolution"], r["num_images"], r["batch_size"], r["epochs"])
         a, b = r["iteration_over_training_pass"], r["reference_loop_over_gradinv"]
+        compile_s = "fallback" if r["compile_seconds"] is None else f"{r['compile_seconds']:.1f}"
         lines.append(
-            f"{case.label():<34} {r['ms_gradinv_iteration']:>10.2f} {r['ms_training_pass']:>9.2f} "
-            f"{r['ms_reference_iteration']:>9.2f} {a:>10.2f} {'PASS' if meets('iteration_over_training_pass', a) else 'FAIL':4} "
-            f"{b:>11.2f} {'PASS' if meets('reference_loop_over_gradinv', b) else 'FAIL':4} {r['same_math_max_rel_diff']:>9.1e}"
+            f"{case.label():<34} {r['ms_compiled_iteration']:>11.2f} {r['ms_eager_iteration']:>9.2f} "
+            f"{r['ms_training_pass']:>9.2f} {r['ms_reference_iteration']:>9.2f} {a:>10.2f} "
+            f"{'PASS' if meets('iteration_over_training_pass', a) else 'FAIL':4} "
+            f"{r['iteration_over_training_pass_eager']:>11.2f} {b:>9.2f} "
+            f"{'PASS' if meets('reference_loop_over_gradinv', b) else 'FAIL':4} {compile_s:>9} "
+            f"{r['same_math_max_rel_diff']:>9.1e} {r['compiled_rel_diff']['checked']:>8.1e}"
         )
+    for r in results:
+        if r["compile_fallback"]:
+            lines.append(f"NOTE: {r['num_images']} images: the compiled step fell back to eager: {r['compile_fallback'][:300]}")
     return "\n".join(lines)
 
 
