@@ -103,3 +103,7 @@ def test_bad_presets_and_overrides():
         get_preset("fast", {"iters": 3})
     with pytest.raises(AttackInputError, match="iterations must be"):
         get_preset("fast", {"iterations": 0})
+    with pytest.raises(AttackInputError, match="restart_init must be one of"):
+        get_preset("fast", {"restart_init": "zeros"})
+    with pytest.raises(AttackInputError, match="restart_min_images must be"):
+        get_preset("fast", {"restart_min_images": 0})

@@ -83,3 +83,31 @@ def test_learning_rate_schedule_warms_up_then_decays_to_zero():
     assert rates[0] == pytest.approx(0.001) and rates[99] == pytest.approx(0.1)
     assert rates[100] == pytest.approx(0.1) and rates[-1] < 1e-5
     assert all(a >= b for a, b in zip(rates[100:], rates[101:]))
+
+
+def test_multi_image_clients_get_restarts_and_keep_the_lowest_loss_run(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 0])
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    once = get_preset("fast", {"iterations": 15, "restarts": 1})
+    thrice = get_preset("fast", {"iterations": 15, "restarts": 3})
+
+    single_run = attack_update(model, global_state, diff, recipe, 2, once, progress=False, seed=3)
+    result = attack_update(model, global_state, diff, recipe, 2, thrice, progress=False, seed=3)
+
+    assert single_run.runs == 1 and result.runs == 3 and 0 <= result.best_run < 3
+    assert result.iterations == 3 * thrice.total_iterations(2)
+    assert {record["run"] for record in result.history} == {0, 1, 2}
+    # The first run is the single run (same seed); the returned iterate is the best over all runs.
+    assert result.loss <= single_run.loss + 1e-6
+    best_of_each_run = [min(r["loss"] for r in result.history if r["run"] == run) for run in range(3)]
+    assert result.loss <= min(best_of_each_run) + 1e-6
+
+
+def test_single_image_clients_run_once_whatever_the_restarts(natural_images, client_update):
+    images, labels = natural_images(1, 32), torch.tensor([1])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    result = attack_update(model, global_state, diff, recipe, 1, get_preset("fast", {"iterations": 10, "restarts": 3}),
+                           progress=False)
+    assert result.runs == 1 and result.best_run == 0 and result.iterations == 10

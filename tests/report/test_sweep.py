@@ -381,11 +381,11 @@ def test_sweep_settings_force_ground_truth_and_apply_rounds_and_iterations(base_
     base_settings.attack_overrides = {"lr": 0.05}
     settings = sweep_base_settings(base_settings, rounds=3, iterations=120)
     assert settings.audit and settings.num_rounds == 3
-    assert settings.attack_overrides == {"lr": 0.05, "iterations": 120}
-    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"lr": 0.05}
-    base_settings.attack_overrides = {"iterations": 77}
-    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"iterations": 77}
-    assert sweep_base_settings(base_settings, None, 0).attack_overrides is None  # the preset's count
+    assert settings.attack_overrides == {"lr": 0.05, "iterations": 120, "restarts": 1}  # one run per update
+    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"lr": 0.05, "restarts": 1}
+    base_settings.attack_overrides = {"iterations": 77, "restarts": 2}
+    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"iterations": 77, "restarts": 2}
+    assert sweep_base_settings(base_settings, None, 0).attack_overrides == {"restarts": 2}  # the preset's count
     with pytest.raises(GradinvError):
         sweep_base_settings(base_settings, rounds=0, iterations=None)
 

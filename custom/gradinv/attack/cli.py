@@ -74,7 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="fast", metavar="NAME", help="attack preset (default fast)")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="attack iterations per image, overriding the preset's (the fast preset runs "
-                             "K x min(N, 3) iterations; default: the preset's, 1000 for fast)")
+                             "K x min(N, 2) iterations, 3 times from different starts when N >= 2, and keeps the "
+                             "run with the lowest attack loss; default: the preset's, 1000 for fast)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model initialisation, the batch order, flat-folder labels and the attack")
     parser.add_argument("--prior", default=None, metavar="IMAGE",

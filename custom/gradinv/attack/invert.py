@@ -53,6 +53,10 @@ class InversionResult:
     seconds: float
     stopped: str
     """``completed``, ``time_budget`` or ``non_finite`` (the loss became NaN/Inf; the best finite iterate is kept)."""
+    runs: int
+    """Independent runs made (see ``AttackConfig.restarts``)."""
+    best_run: int
+    """The run (0-based) whose iterate had the lowest attacker loss and is returned."""
     history: list[dict[str, float]]
 
     def diagnostics(self) -> dict[str, Any]:
@@ -63,6 +67,8 @@ class InversionResult:
             "iterations": self.iterations,
             "seconds": self.seconds,
             "stopped": self.stopped,
+            "runs": self.runs,
+            "best_run": self.best_run,
             "recovered_labels": self.recovered_labels,
             "label_counts_estimate": self.label_counts_estimate,
         }
@@ -186,9 +192,11 @@ def invert(
     stopped, iterations_run = "completed", 0
     label_counts = None
 
-    for restart in range(config.restarts):
+    runs = config.runs(inputs.num_images)
+    for restart in range(runs):
         generator = torch.Generator(device="cpu").manual_seed(seed * 7919 + restart)
-        images = _initial_images(config, prior, inputs.num_images, input_shape, generator).to(device).requires_grad_(True)
+        images = _initial_images(config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape,
+                                 generator).to(device).requires_grad_(True)
         if config.labels == "soft":
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
         else:
@@ -204,7 +212,7 @@ def invert(
         variables = [images] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
 
-        bar = tqdm(range(total_iterations), desc=f"{description} ({restart + 1}/{config.restarts})" if config.restarts > 1 else description,
+        bar = tqdm(range(total_iterations), desc=f"{description} ({restart + 1}/{runs})" if runs > 1 else description,
                    disable=not progress, leave=False, mininterval=1.0)
         for iteration in bar:
             current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
@@ -216,7 +224,8 @@ def invert(
                 stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
                 break
             if loss_value < best["loss"]:
-                best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone()}
+                best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone(),
+                        "run": restart}
             for variable, gradient in zip(variables, gradients):
                 variable.grad = gradient
             optimizer.step()
@@ -227,7 +236,7 @@ def invert(
                     images.clamp_(0, 1)
             iterations_run += 1
             if iteration % 50 == 0 or iteration == total_iterations - 1:
-                record = {"iteration": iteration, "loss": loss_value, **{k: float(v.detach()) for k, v in terms.items()}}
+                record = {"run": restart, "iteration": iteration, "loss": loss_value, **{k: float(v.detach()) for k, v in terms.items()}}
                 history.append(record)
                 bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{record['update_cosine']:.4f}")
             if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
@@ -256,6 +265,8 @@ def invert(
         iterations=iterations_run,
         seconds=time.monotonic() - started,
         stopped=stopped,
+        runs=runs,
+        best_run=best["run"],
         history=history,
     )
     logger.info(
@@ -295,12 +306,12 @@ def _input_shape(model: nn.Module) -> tuple[int, int, int]:
     return channels, resolution, resolution
 
 
-def _initial_images(config: AttackConfig, prior: torch.Tensor | None, count: int, shape: tuple[int, int, int],
+def _initial_images(init: str, init_noise: float, prior: torch.Tensor | None, count: int, shape: tuple[int, int, int],
                     generator: torch.Generator) -> torch.Tensor:
-    if config.init == "random":
+    if init == "random":
         return torch.rand((count, *shape), generator=generator)
     base = torch.full(shape, 0.5) if prior is None else _resize_prior(prior, shape)
-    noise = config.init_noise * torch.randn((count, *shape), generator=generator)
+    noise = init_noise * torch.randn((count, *shape), generator=generator)
     return (base.unsqueeze(0) + noise).clamp(0, 1)
 
 

@@ -122,6 +122,8 @@ def sweep_base_settings(base, rounds: int | None, iterations: int | None):
     if iterations is not None and iterations < 0:
         raise GradinvError("--iterations must be >= 0 (0 = the preset's)")
     overrides = dict(base.attack_overrides or {})
+    # Every run of a sweep attacks with the same budget; restarts would multiply the default grid's ~15 minutes.
+    overrides.setdefault("restarts", 1)
     if iterations == 0:
         overrides.pop("iterations", None)
     elif iterations is not None:
