@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""How much does ``gradinv attack`` recover, and how fast, with its defaults, on images the tests never use?
+
+Every case runs the real command, ``gradinv attack --images DIR --num-images N --batch-size N --json`` with the
+default model (``bn_cnn``), 64 px and the ``fast`` preset, in a subprocess, on held-out images: the bundled sample
+set's ``test`` split (real MR and X-ray/CT images; the attack's prior is the ``public`` split's mean, and the unit
+tests never attack the ``test`` split). Three kinds of client:
+
+* ``single``      N = 1 image;
+* ``pair-mixed``  N = 2 (batch 2) from a flat folder: the documented flat-folder rule gives them labels 0 and 1;
+* ``pair-same``   N = 2 (batch 2) in one class folder: both images have the same label.
+
+Images are picked deterministically (evenly spaced through each class's sorted list, ``--cases`` per kind) and
+each case runs for every ``--seeds`` value (the seed drives the model initialisation and the attack).
+
+Targets (issue 4, PASS/FAIL per kind; the exit status is 0 whatever the figures unless ``--check``):
+
+* ``single``     mean SSIM >= 0.95 and attack seconds <= 15 (``seconds`` from the command's JSON: the attack alone,
+  excluding Python start-up and data loading);
+* ``pair-mixed`` mean SSIM >= 0.9;
+* ``pair-same``  mean SSIM >= 0.9. Two same-label images in one batch are the hard case of update inversion: with a
+  cross-entropy loss every image's back-propagated signal has the same direction, so the update carries little
+  more than the *sum* of the two images' features and the optimiser can settle on blends of the two images.
+
+The table reports per kind the mean and the worst case; the last stdout line is one JSON object with, per kind,
+``ssim_mean``, ``ssim_min``, ``seconds_mean``, ``seconds_max``, ``pass``, and every run in ``runs``.
+
+Usage::
+
+    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (about 5-8 minutes on 2 cores)
+    python bench/attack_quality.py --cases 1 --seeds 0  # quick look
+    python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+KINDS = ("single", "pair-mixed", "pair-same")
+SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9}
+SINGLE_SECONDS_TARGET = 15.0
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from exc
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return values
+
+
+def _spread(items: list[Path], count: int, offset: int = 0) -> list[Path]:
+    """``count`` items evenly spaced through ``items`` (deterministic), shifted by ``offset``."""
+    step = max(len(items) // max(count, 1), 1)
+    return [items[(offset + index * step) % len(items)] for index in range(count)]
+
+
+def build_cases(test_split: Path, cases: int, workdir: Path) -> list[tuple[str, str, Path, int]]:
+    """(kind, name, folder, N) per case, folders laid out as a user would hand them to ``gradinv attack``."""
+    classes = sorted(path for path in test_split.iterdir() if path.is_dir())
+    if len(classes) < 2:
+        raise SystemExit(f"attack_quality: error: {test_split} needs two class folders; run `gradinv assets` first")
+    pools = [sorted(folder.glob("*.png")) for folder in classes]
+    built = []
+
+    def place(kind: str, index: int, sources: list[Path], class_names: list[str | None]) -> None:
+        folder = workdir / f"{kind}-{index}"
+        for position, (source, class_name) in enumerate(zip(sources, class_names)):
+            target_dir = folder / class_name if class_name else folder
+            target_dir.mkdir(parents=True, exist_ok=True)
+            # The position prefix fixes the sorted order, so the flat folder's labels are 0 then 1.
+            shutil.copyfile(source, target_dir / f"{position}-{source.name}")
+        built.append((kind, f"{kind}-{index}: " + " + ".join(f"{s.parent.name}/{s.name}" for s in sources), folder,
+                      len(sources)))
+
+    for index in range(cases):
+        pool = pools[index % len(pools)]
+        place("single", index, _spread(pool, cases, offset=1)[index:index + 1], [None])
+        first, second = _spread(pools[0], cases, offset=2)[index], _spread(pools[1], cases, offset=3)[index]
+        place("pair-mixed", index, [first, second] if index % 2 == 0 else [second, first], [None, None])
+        same = _spread(pool, 2 * cases, offset=5)
+        place("pair-same", index, [same[2 * index], same[2 * index + 1]], [classes[index % len(pools)].name] * 2)
+    return built
+
+
+def run_one(folder: Path, num_images: int, seed: int, threads: int | None, iterations: int | None, out: Path) -> dict:
+    command = [sys.executable, "-m", "gradinv.cli", "attack", "--images", str(folder), "--num-images", str(num_images),
+               "--batch-size", str(num_images), "--seed", str(seed), "--out", str(out), "--json", "--no-progress"]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    if iterations is not None:
+        command += ["--iterations", str(iterations)]
+    completed = subprocess.run(command, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise SystemExit(f"attack_quality: `{' '.join(command)}` failed:\n{completed.stderr.strip()}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: list[dict]) -> dict:
+    summary = {}
+    for kind in KINDS:
+        chosen = [run for run in runs if run["kind"] == kind]
+        if not chosen:
+            continue
+        ssims = [run["ssim"] for run in chosen]
+        seconds = [run["seconds"] for run in chosen]
+        entry = {"ssim_mean": statistics.fmean(ssims), "ssim_min": min(ssims), "seconds_mean": statistics.fmean(seconds),
+                 "seconds_max": max(seconds), "runs": len(chosen), "ssim_target": SSIM_TARGET[kind]}
+        entry["pass"] = entry["ssim_mean"] >= SSIM_TARGET[kind]
+        if kind == "single":
+            entry["seconds_target"] = SINGLE_SECONDS_TARGET
+            entry["pass"] = entry["pass"] and entry["seconds_max"] <= SINGLE_SECONDS_TARGET
+        summary[kind] = entry
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--cases", type=int, default=3, help="cases per kind (default 3)")
+    parser.add_argument("--seeds", type=_counts, default=[0, 1], metavar="S1,S2,...", help="seeds per case (default 0,1)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
+    parser.add_argument("--threads", type=int, default=None, help="passed to gradinv attack --threads")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="passed to gradinv attack --iterations, for a quick look (the targets are about the defaults)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a kind misses its target")
+    args = parser.parse_args(argv)
+    kinds = [kind for kind in args.kinds.split(",") if kind]
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or args.cases < 1:
+        parser.error(f"unknown kind(s) {unknown}" if unknown else "--cases must be at least 1")
+
+    from gradinv.paths import sample_data_dir
+
+    test_split = sample_data_dir() / "test"
+    if not test_split.is_dir():
+        print(f"attack_quality: error: no bundled sample at {test_split}; run `gradinv assets` first", file=sys.stderr)
+        return 2
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="gradinv-quality-") as tmp:
+        workdir = Path(tmp)
+        os.chmod(workdir, 0o700)
+        cases = [case for case in build_cases(test_split, args.cases, workdir / "cases") if case[0] in kinds]
+        total = len(cases) * len(args.seeds)
+        for kind, name, folder, num_images in cases:
+            for seed in args.seeds:
+                print(f"[{len(runs) + 1}/{total}] {name} seed {seed} ...", file=sys.stderr, flush=True)
+                result = run_one(folder, num_images, seed, args.threads, args.iterations, workdir / "out" / f"{folder.name}-{seed}")
+                runs.append({"kind": kind, "case": name, "seed": seed, "ssim": result["ssim"], "psnr": result["psnr"],
+                             "lpips": result["lpips"], "seconds": result["seconds"], "iterations": result["iterations"],
+                             "per_image_ssim": [entry["ssim"] for entry in result["per_image"]],
+                             "labels": sorted(entry["label"] for entry in result["per_image"]),
+                             "label_accuracy": result["label_accuracy"]})
+
+    header = f"{'run':<62} {'seed':>4} {'SSIM':>6} {'per image':>14} {'PSNR':>6} {'seconds':>8}"
+    print(header + "\n" + "-" * len(header))
+    for run in runs:
+        per_image = " ".join(f"{value:.2f}" for value in run["per_image_ssim"])
+        print(f"{run['case'][:62]:<62} {run['seed']:>4} {run['ssim']:>6.3f} {per_image:>14} {run['psnr']:>6.1f} "
+              f"{run['seconds']:>8.1f}")
+    summary = summarise(runs)
+    print()
+    for kind, entry in summary.items():
+        extra = f", attack seconds max {entry['seconds_max']:.1f} (target <= {SINGLE_SECONDS_TARGET:g})" if kind == "single" else ""
+        print(f"{kind:<11} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, target >= {entry['ssim_target']})"
+              f"{extra}: {'PASS' if entry['pass'] else 'FAIL'}")
+    print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations}))
+    return 1 if args.check and not all(entry["pass"] for entry in summary.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

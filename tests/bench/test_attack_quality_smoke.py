@@ -1,0 +1,32 @@
+"""Smoke test of the attack-quality benchmark: it builds its cases from the bundled test split, runs the real
+``gradinv attack`` command on them and ends with the JSON contract. No quality assertions: 5 iterations."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "attack_quality.py"
+
+
+def test_quality_benchmark_runs_each_kind_and_prints_json_last():
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--cases", "1", "--seeds", "0", "--iterations", "5", "--threads", "1"],
+        capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert set(summary) >= {"single", "pair-mixed", "pair-same", "runs_detail"}
+    kinds = {run["kind"]: run for run in summary["runs_detail"]}
+    assert len(kinds["single"]["per_image_ssim"]) == 1
+    assert len(kinds["pair-mixed"]["per_image_ssim"]) == 2 and len(kinds["pair-same"]["per_image_ssim"]) == 2
+    # The flat folder's documented rule gives a mixed pair labels 0 and 1; a class folder gives one label.
+    assert kinds["pair-mixed"]["labels"] == [0, 1]
+    assert len(set(kinds["pair-same"]["labels"])) == 1
+    for kind in ("single", "pair-mixed", "pair-same"):
+        assert isinstance(summary[kind]["pass"], bool) and 0 <= summary[kind]["ssim_mean"] <= 1
+    assert "PASS" in completed.stdout or "FAIL" in completed.stdout
+
+
+def test_quality_benchmark_rejects_an_unknown_kind():
+    completed = subprocess.run([sys.executable, str(SCRIPT), "--kinds", "triple"], capture_output=True, text=True)
+    assert completed.returncode == 2 and "unknown kind" in completed.stderr
