@@ -1,5 +1,6 @@
 """The compiled attack step computes the eager objective and gradient; ``compile`` is validated; failures fall back."""
 
+import copy
 import logging
 
 import pytest
@@ -18,6 +19,7 @@ from gradinv.attack.inputs import validate_attack_inputs
 from gradinv.attack.invert import InversionObjective, _targets
 from gradinv.attack.presets import AttackConfig
 from gradinv.errors import AttackInputError
+from gradinv.models import BNConvNet
 from gradinv.recipe import TrainingRecipe
 
 
@@ -166,3 +168,23 @@ def test_compiled_step_equals_eager_on_cuda(natural_images, client_update):
     images = images.detach().to(device).requires_grad_(True)
     label_logits = label_logits.detach().to(device).requires_grad_(True)
     _compiled_equals_eager(objective, recipe, images, label_logits, tolerance=CHECK_RTOL)
+
+
+def test_unsupported_models_run_eagerly_without_compiling(natural_images, monkeypatch, caplog):
+    class DenseNet(BNConvNet):  # matched by class name, like MONAI's DenseNet121 (whose compile is wrong)
+        pass
+
+    recipe = TrainingRecipe(batch_size=2)
+    images, labels = natural_images(2, 16), torch.tensor([0, 1])
+    torch.manual_seed(0)
+    model = DenseNet(resolution=16)
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    client = copy.deepcopy(model)
+    recipe.train(client, images, labels)
+    diff = {k: client.state_dict()[k] - global_state[k] for k in global_state}
+    inputs = validate_attack_inputs(model, global_state, diff, recipe, 2)
+    objective = InversionObjective(model, inputs, AttackConfig(), torch.device("cpu"))
+    monkeypatch.setattr(torch, "compile", _raise)  # must not even be asked
+    with caplog.at_level(logging.WARNING, logger="gradinv.attack.compiled"):
+        step = _step(objective, recipe, compile=True)
+    assert step.mode == "eager" and "DenseNet" in step.fallback_reason and "running eagerly" in caplog.text
