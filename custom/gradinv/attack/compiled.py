@@ -108,8 +108,8 @@ class AttackStep:
         self.fallback_reason: str | None = None
         self._compiled: Callable | None = None
         unsupported = [cls.__name__ for cls in type(objective.replay.model).__mro__
-                       if cls.__name__ in UNSUPPORTED_MODEL_CLASSES]
-        if compile and unsupported:
+                       if cls.__name__ in UNSUPPORTED_MODEL_CLASSES] if compile else []
+        if unsupported:
             self.fallback_reason = f"{unsupported[0]} models are not compiled (see UNSUPPORTED_MODEL_CLASSES)"
             logger.warning("compiled attack step unavailable, running eagerly: %s", self.fallback_reason)
         elif compile:
