@@ -57,7 +57,8 @@ def test_compile_setting_is_validated():
 
 def test_auto_compiles_long_attacks_only():
     fast, paper, gpu = (get_preset(name) for name in ("fast", "paper", "gpu"))
-    assert not should_compile(fast, fast.total_iterations(2))  # 2000 iterations: a cold compile costs more
+    assert not should_compile(fast, fast.total_iterations(1) * fast.runs(1))  # 1000 iterations: compiling costs more
+    assert should_compile(fast, fast.total_iterations(2) * fast.runs(2))  # 3 runs x 2000 share one compile
     assert should_compile(paper, paper.total_iterations(1)) and should_compile(gpu, gpu.total_iterations(8))
     assert not should_compile(gpu.replace(time_budget_s=60), AUTO_MIN_ITERATIONS)  # the budget counts the compile
     assert should_compile(fast.replace(compile="on"), 1)

@@ -185,7 +185,9 @@ def invert(
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
-    step = make_attack_step(objective, config, total_iterations, lambda logits: _targets(logits, inputs.recipe),
+    # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
+    step = make_attack_step(objective, config, total_iterations * config.runs(inputs.num_images),
+                            lambda logits: _targets(logits, inputs.recipe),
                             differentiate_labels=config.labels != "analytic_fixed")
     best: dict[str, Any] = {"loss": math.inf}
     history: list[dict[str, float]] = []
