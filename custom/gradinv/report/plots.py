@@ -169,19 +169,28 @@ def privacy_utility_figure(rows: Sequence[Row]) -> Figure:
     rdlv_axes.grid(alpha=0.3)
 
     handles, labels = rdlv_axes.get_legend_handles_labels()
-    if accuracy_by_filter:
-        accuracy_axes = rdlv_axes.twinx()
-        for filter_name, by_sigma in sorted(accuracy_by_filter.items()):
+    accuracy_series = {f"test accuracy ({name})" if several_filters else "test accuracy": by_sigma
+                       for name, by_sigma in sorted(accuracy_by_filter.items())}
+    add_accuracy_axis_and_legend(figure, rdlv_axes, accuracy_series, "global-model test accuracy", handles, labels)
+    rdlv_axes.set_title("Leakage (RDLV) and utility against the noise level σ0")
+    return figure
+
+
+def add_accuracy_axis_and_legend(figure: Figure, axes, accuracy_series: Mapping[str, Mapping[float, float]],
+                                 ylabel: str, handles: list, labels: list[str]) -> None:
+    """Plot test accuracy against σ0 on a second y axis of ``axes`` (one black line per labelled series; none
+    when ``accuracy_series`` is empty) and put one legend for both axes, ``handles``/``labels`` first, below
+    the figure."""
+    if accuracy_series:
+        accuracy_axes = axes.twinx()
+        for label, by_sigma in accuracy_series.items():
             sigmas = sorted(by_sigma)
-            label = f"test accuracy ({filter_name})" if several_filters else "test accuracy"
             accuracy_axes.plot(sigmas, [by_sigma[s] for s in sigmas], color="black", marker="s", linestyle="-.",
                                label=label)
-        accuracy_axes.set_ylabel("global-model test accuracy")
+        accuracy_axes.set_ylabel(ylabel)
         more_handles, more_labels = accuracy_axes.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
     figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
-    rdlv_axes.set_title("Leakage (RDLV) and utility against the noise level σ0")
-    return figure
 
 
 def plot_privacy_utility(rows: Sequence[Row], out_png: str | Path) -> Path:

@@ -19,7 +19,7 @@ from gradinv.report.artifacts import load_run_artifacts, natural_key, to_float, 
 from gradinv.report.html import (
     Html, HtmlPage, element, image, join, key_value_table, paragraph, table,
 )
-from gradinv.report.plots import figure_png, plot_privacy_utility, site_colors
+from gradinv.report.plots import add_accuracy_axis_and_legend, figure_png, plot_privacy_utility, site_colors
 from gradinv.report.sweep_analysis import (
     CRITERIA, GAUSSIAN, SWEEP_COLUMNS, VISIBLE_SSIM, Calibration, calibrate, format_sigma, rank_correlation,
     run_site_points, site_points, sort_rows,
@@ -106,15 +106,8 @@ def ssim_utility_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
     handles, labels = axes.get_legend_handles_labels()
     handles.append(Line2D([], [], color="#555555", linestyle=":", marker="^"))
     labels.append("best image, worst round")
-    if accuracy:
-        accuracy_axes = axes.twinx()
-        sigmas = sorted(accuracy)
-        accuracy_axes.plot(sigmas, [accuracy[s] for s in sigmas], color="black", marker="s", linestyle="-.",
-                           label="test accuracy")
-        accuracy_axes.set_ylabel("global test accuracy (final model)")
-        more_handles, more_labels = accuracy_axes.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-    figure.legend(handles, labels, loc="outside lower center", ncols=3, fontsize="small", frameon=False)
+    add_accuracy_axis_and_legend(figure, axes, {"test accuracy": accuracy} if accuracy else {},
+                                 "global test accuracy (final model)", handles, labels)
     axes.set_title("Reconstruction SSIM and utility against the noise level \u03c30")
     return figure
 
