@@ -185,8 +185,9 @@ def invert(
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
+    runs = config.runs(inputs.num_images)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
-    step = make_attack_step(objective, config, total_iterations * config.runs(inputs.num_images),
+    step = make_attack_step(objective, config, total_iterations * runs,
                             lambda logits: _targets(logits, inputs.recipe),
                             differentiate_labels=config.labels != "analytic_fixed")
     best: dict[str, Any] = {"loss": math.inf}
@@ -194,7 +195,6 @@ def invert(
     stopped, iterations_run = "completed", 0
     label_counts = None
 
-    runs = config.runs(inputs.num_images)
     for restart in range(runs):
         generator = torch.Generator(device="cpu").manual_seed(seed * 7919 + restart)
         images = _initial_images(config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape,

@@ -7,7 +7,7 @@
   step stay partly reconstructed at any CPU-scale budget; 3000 iterations lift N=4 from ~0.3 to ~0.4 SSIM).
   Clients of 2 or more images get 3 runs (the first from the prior, then from random images) and the run with
   the lowest attack loss is kept: a single run on a 2-image batch ends in a local minimum (regions of the
-  two images exchanged, final loss ~10x the true images') in about 1 case in 6 with different labels.
+  two images exchanged, in one measured case a final loss 16x the true images') in about 1 case in 6 with different labels.
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
