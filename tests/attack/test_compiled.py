@@ -93,7 +93,7 @@ def test_compiled_step_falls_back_to_eager_with_a_warning(natural_images, client
     if failure == "compile_error":
         step._compiled = _raise
     else:
-        step._compiled = lambda x, y: (tuple(2 * g for g in eager[2]), (eager[0], eager[1]))
+        step._compiled = lambda x, y, bn_weight: (tuple(2 * g for g in eager[2]), (eager[0], eager[1]))
     with caplog.at_level(logging.WARNING, logger="gradinv.attack.compiled"):
         loss, _, gradients = step(images, label_logits)
     assert step.mode == "eager" and step.fallback_reason
@@ -144,6 +144,23 @@ def test_compiled_step_equals_eager_n1(natural_images, client_update):
     config = get_preset("fast", {"update_l2": 1e-3})
     _, _, objective, images, label_logits = _objective(natural_images, client_update, 1, 32, recipe, config)
     _compiled_equals_eager(objective, recipe, images, label_logits, tolerance=1e-4)
+
+
+def test_compiled_step_takes_the_bn_weight_as_an_input(natural_images, client_update):
+    recipe = TrainingRecipe(batch_size=1)
+    _, _, objective, images, label_logits = _objective(natural_images, client_update, 1, 16, recipe, get_preset("fast"))
+    step = _step(objective, recipe, compile=True)
+    step(images, label_logits, 0.1)
+    assert step.mode == "compiled", step.fallback_reason
+    torch._dynamo.utils.counters.clear()
+    for weight in (0.2, 0.7):
+        compiled, eager = step(images, label_logits, weight), step.eager(images, label_logits, weight)
+        assert step_difference(compiled, eager) < 1e-4
+        assert _relative(compiled[0], eager[0]) < 1e-5
+    # A new weight is a new input value, not a new graph: nothing was traced again.
+    assert sum(torch._dynamo.utils.counters["frames"].values()) == 0
+    low, high = (step.eager(images, label_logits, weight) for weight in (0.0, 1.0))
+    assert float(high[0] - low[0]) == pytest.approx(float(high[1]["bn"]), rel=1e-4)
 
 
 @pytest.mark.slow

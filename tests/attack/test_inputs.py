@@ -107,3 +107,19 @@ def test_bad_presets_and_overrides():
         get_preset("fast", {"restart_init": "zeros"})
     with pytest.raises(AttackInputError, match="restart_min_images must be"):
         get_preset("fast", {"restart_min_images": 0})
+    with pytest.raises(AttackInputError, match="bn_end must be"):
+        get_preset("fast", {"bn_end": -0.1})
+    with pytest.raises(AttackInputError, match="at least one of"):
+        get_preset("fast", {"update_cosine": 0.0, "bn": 0.0, "bn_end": None})
+
+
+def test_bn_weight_ramps_linearly_over_a_run():
+    fast = get_preset("fast", {"bn": 0.1, "bn_end": 0.3})
+    weights = [fast.bn_weight(iteration, 101) for iteration in range(101)]
+    assert weights[0] == pytest.approx(0.1) and weights[50] == pytest.approx(0.2) and weights[-1] == pytest.approx(0.3)
+    assert all(a < b for a, b in zip(weights, weights[1:]))
+    assert fast.bn_weight(0, 1) == pytest.approx(0.1)  # a one-iteration run uses the starting weight
+    constant = get_preset("paper")
+    assert constant.bn_end is None and {constant.bn_weight(i, 10) for i in range(10)} == {constant.bn}
+    # BN matching that only starts later still counts as matching BN
+    assert get_preset("fast", {"update_cosine": 0.0, "bn": 0.0, "bn_end": 0.5}).matches_bn

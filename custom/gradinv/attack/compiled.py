@@ -122,59 +122,62 @@ class AttackStep:
             self._compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False)
             self.mode = "compiled"
 
-    def _objective_with_terms(self, images: torch.Tensor, label_logits: torch.Tensor
-                              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _objective_with_terms(self, images: torch.Tensor, label_logits: torch.Tensor,
+                              bn_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         objective = self.objective
         replayed = objective.replay.run(objective.initial_params, images, self.targets_fn(label_logits), functional=True)
-        return objective.loss_from_replay(images, replayed)
+        return objective.loss_from_replay(images, replayed, bn_weight)
 
-    def eager(self, images: torch.Tensor, label_logits: torch.Tensor) -> StepOutput:
+    def eager(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None = None) -> StepOutput:
         """The reference step: ``InversionObjective`` and ``torch.autograd.grad``."""
-        loss, terms, _ = self.objective(images, self.targets_fn(label_logits))
+        loss, terms, _ = self.objective(images, self.targets_fn(label_logits), bn_weight)
         variables = [images, label_logits] if self.differentiate_labels else [images]
         gradients = torch.autograd.grad(loss, variables)
         return loss.detach(), {name: value.detach() for name, value in terms.items()}, tuple(gradients)
 
-    def _run_compiled(self, images: torch.Tensor, label_logits: torch.Tensor) -> StepOutput:
+    def _run_compiled(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None) -> StepOutput:
         # Outside the graph nothing needs autograd: no_grad makes aot_autograd build an inference graph (the
         # func.grad transforms inside still differentiate), and detached inputs keep the guards stable.
+        weight = torch.tensor(self.objective.config.bn if bn_weight is None else bn_weight, dtype=images.dtype,
+                              device=images.device)
         with torch.no_grad():
-            gradients, (loss, terms) = self._compiled(images.detach(), label_logits.detach())
+            gradients, (loss, terms) = self._compiled(images.detach(), label_logits.detach(), weight)
         if not self.differentiate_labels:
             gradients = (gradients,)
         return loss, terms, tuple(gradients)
 
-    def __call__(self, images: torch.Tensor, label_logits: torch.Tensor) -> StepOutput:
+    def __call__(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None = None) -> StepOutput:
+        """Loss, terms and gradients at ``images`` / ``label_logits``; ``bn_weight`` defaults to ``config.bn``."""
         if self.mode == "eager":
-            return self.eager(images, label_logits)
+            return self.eager(images, label_logits, bn_weight)
         if self.compile_seconds is not None:
             try:
-                return self._run_compiled(images, label_logits)
+                return self._run_compiled(images, label_logits, bn_weight)
             except Exception as exc:  # noqa: BLE001 - e.g. a recompile failing; the attack must go on
-                return self._fall_back(f"{type(exc).__name__}: {exc}", images, label_logits)
-        return self._first_compiled_call(images, label_logits)
+                return self._fall_back(f"{type(exc).__name__}: {exc}", images, label_logits, bn_weight)
+        return self._first_compiled_call(images, label_logits, bn_weight)
 
-    def _first_compiled_call(self, images: torch.Tensor, label_logits: torch.Tensor) -> StepOutput:
+    def _first_compiled_call(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None) -> StepOutput:
         logger.info("compiling the attack step (one-off; tens of seconds on a CPU with a cold inductor cache)")
         started = time.monotonic()
         try:
-            compiled = self._run_compiled(images, label_logits)
+            compiled = self._run_compiled(images, label_logits, bn_weight)
         except Exception as exc:  # noqa: BLE001 - any compiler/toolchain failure: run eagerly instead
-            return self._fall_back(f"{type(exc).__name__}: {exc}", images, label_logits)
+            return self._fall_back(f"{type(exc).__name__}: {exc}", images, label_logits, bn_weight)
         self.compile_seconds = time.monotonic() - started
-        reference = self.eager(images, label_logits)
+        reference = self.eager(images, label_logits, bn_weight)
         mismatch = step_difference(compiled, reference)
         if not mismatch <= CHECK_RTOL:
             return self._fall_back(f"the compiled step differs from the eager one by {mismatch:.2e} (relative)",
-                                   images, label_logits, reference)
+                                   images, label_logits, bn_weight, reference)
         logger.info("attack step compiled in %.1f s (check against eager: %.1e relative)", self.compile_seconds, mismatch)
         return compiled
 
-    def _fall_back(self, reason: str, images: torch.Tensor, label_logits: torch.Tensor,
+    def _fall_back(self, reason: str, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None,
                    reference: StepOutput | None = None) -> StepOutput:
         logger.warning("compiled attack step unavailable, continuing eagerly: %s", reason.splitlines()[0][:500])
         self.mode, self.fallback_reason, self._compiled = "eager", reason, None
-        return reference if reference is not None else self.eager(images, label_logits)
+        return reference if reference is not None else self.eager(images, label_logits, bn_weight)
 
 
 def make_attack_step(objective: InversionObjective, config: AttackConfig, total_iterations: int,

@@ -49,6 +49,8 @@ class InversionResult:
     bn_residual: float | None
     """Relative error of the replayed BN running statistics: |r_hat - r| / |r - r_global| (None without BN)."""
     loss: float
+    """The attacker's loss of the returned iterate, with the BN weight of a run's last iteration (as are the
+    ``history`` losses, so that iterates of every run compare at one weight)."""
     iterations: int
     seconds: float
     stopped: str
@@ -101,23 +103,30 @@ class InversionObjective:
         moved = sum(((o - i) ** 2).sum() for layer in self.bn_observed for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
         self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
 
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, bn_weight: float | torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
         replayed = self.replay.run(self.initial_params, images, targets)
-        total, terms = self.loss_from_replay(images, replayed)
+        total, terms = self.loss_from_replay(images, replayed, bn_weight)
         return total, terms, replayed
 
-    def loss_from_replay(self, images: torch.Tensor, replayed: ReplayResult) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted total and its matching terms, given the replay of ``images`` (shared by the compiled step)."""
+    def loss_from_replay(self, images: torch.Tensor, replayed: ReplayResult, bn_weight: float | torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted total and its matching terms, given the replay of ``images`` (shared by the compiled step).
+
+        ``bn_weight`` is the BatchNorm term's weight at this iteration (``config.bn`` when None); the compiled
+        step passes it as a tensor, so that a changing weight is a graph input rather than a reason to recompile.
+        """
         config = self.config
+        bn_weight = config.bn if bn_weight is None else bn_weight
         simulated_update = [replayed.params[name] - self.initial_params[name] for name in self.param_names]
         terms: dict[str, torch.Tensor] = {"update_cosine": cosine_distance(simulated_update, self.observed_update)}
         total = config.update_cosine * terms["update_cosine"]
         if config.update_l2:
             terms["update_l2"] = l2_sum_distance(simulated_update, self.observed_update)
             total = total + config.update_l2 * terms["update_l2"]
-        if self.bn_observed and config.bn:
+        if self.bn_observed and config.matches_bn:
             terms["bn"] = self.bn_loss(replayed)
-            total = total + config.bn * terms["bn"]
+            total = total + bn_weight * terms["bn"]
         if config.tv_l2:
             total = total + config.tv_l2 * total_variation_l2(images)
         if config.l2:
@@ -190,6 +199,7 @@ def invert(
     step = make_attack_step(objective, config, total_iterations * runs,
                             lambda logits: _targets(logits, inputs.recipe),
                             differentiate_labels=config.labels != "analytic_fixed")
+    final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
     best: dict[str, Any] = {"loss": math.inf}
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
@@ -220,11 +230,16 @@ def invert(
             current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            loss, terms, gradients = step(images, label_logits)
+            bn_weight = config.bn_weight(iteration, total_iterations)
+            loss, terms, gradients = step(images, label_logits, bn_weight)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
                 break
+            # Iterates (of this run and of the others) are compared at one BN weight, the final one: with a BN weight
+            # that rises during the run, raw losses of early iterates would look better than they are.
+            if "bn" in terms:
+                loss_value += (final_bn_weight - bn_weight) * float(terms["bn"])
             if loss_value < best["loss"]:
                 best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone(),
                         "run": restart}
@@ -254,7 +269,7 @@ def invert(
     final_images = best["images"]
     final_targets = _targets(best["label_logits"], inputs.recipe)
     images_for_eval = final_images.clone().requires_grad_(True)
-    loss, terms, replayed = objective(images_for_eval, final_targets)
+    loss, terms, replayed = objective(images_for_eval, final_targets, final_bn_weight)
     probabilities = final_targets.detach().cpu()
     result = InversionResult(
         images=final_images.detach().cpu().clamp(0, 1),
