@@ -284,7 +284,7 @@ class ReferenceStyleLoss:
         self.bn_observed = {layer: tuple(self.global_state[f"{layer}.{s}"] + inputs.diff[f"{layer}.{s}"].to(device)
                                          for s in ("running_mean", "running_var")) for layer in self.bn_layers}
 
-    def __call__(self, images, targets):
+    def __call__(self, images, targets, bn_weight=None):
         import torch
 
         from gradinv.attack.losses import cosine_distance, image_l2, total_variation_l2
@@ -334,13 +334,13 @@ class ReferenceStyleLoss:
         simulated = [current[name] - initial[name] for name in self.param_names]
         terms = {"update_cosine": cosine_distance(simulated, self.observed)}
         total = config.update_cosine * terms["update_cosine"]
-        if self.bn_layers and config.bn:
+        if self.bn_layers and config.matches_bn:
             momentum, bn_loss = recipe.bn_momentum, 0.0
             for layer in self.bn_layers:
                 estimate = replay_running_stats(*self.bn_initial[layer], stats[layer], momentum)
                 bn_loss = bn_loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, self.bn_observed[layer]))
             terms["bn"] = bn_loss
-            total = total + config.bn * bn_loss
+            total = total + (config.bn if bn_weight is None else bn_weight) * bn_loss
         if config.tv_l2:
             total = total + config.tv_l2 * total_variation_l2(images)
         if config.l2:
