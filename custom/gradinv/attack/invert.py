@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gradinv.attack.compiled import make_attack_step
+from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.errors import AttackInputError
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
@@ -60,6 +61,8 @@ class InversionResult:
     best_run: int
     """The run (0-based) whose iterate had the lowest attacker loss and is returned."""
     history: list[dict[str, float]]
+    exchanges: list[str] = dataclasses.field(default_factory=list)
+    """Region exchanges kept by the exchange search (see ``AttackConfig.exchange_rounds``), in order."""
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -73,6 +76,7 @@ class InversionResult:
             "best_run": self.best_run,
             "recovered_labels": self.recovered_labels,
             "label_counts_estimate": self.label_counts_estimate,
+            "exchanges": self.exchanges,
         }
 
 
@@ -263,9 +267,26 @@ def invert(
         if stopped != "completed":
             break
 
-    # Score the best iterate once more, without the optimiser in the loop.
     if "images" not in best:
         raise AttackInputError("the attack objective is NaN or Inf at its starting point; the update cannot be inverted")
+    exchanges: list[str] = []
+    # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
+    slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
+    pairs = _same_label_pairs(slot_labels.tolist()) if inputs.num_images <= config.exchange_max_images else []
+    if stopped == "completed" and config.exchange_rounds and pairs:
+        screen_iterations, polish_iterations = config.exchange_iterations()
+        deadline = None if config.time_budget_s is None else started + config.time_budget_s
+        labels_held = best["label_logits"].clone().requires_grad_(step.differentiate_labels)
+        outcome = search_exchanges(step, best["images"], labels_held, pairs, rounds=config.exchange_rounds,
+                                   screen_iterations=screen_iterations, polish_iterations=polish_iterations,
+                                   lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
+                                   deadline=deadline, progress=progress)
+        iterations_run += outcome.iterations
+        stopped, exchanges = outcome.stopped, outcome.accepted
+        if outcome.loss < best["loss"]:
+            best = {**best, "loss": outcome.loss, "images": outcome.images}
+
+    # Score the best iterate once more, without the optimiser in the loop.
     final_images = best["images"]
     final_targets = _targets(best["label_logits"], inputs.recipe)
     images_for_eval = final_images.clone().requires_grad_(True)
@@ -285,6 +306,7 @@ def invert(
         runs=runs,
         best_run=best["run"],
         history=history,
+        exchanges=exchanges,
     )
     logger.info(
         "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
@@ -309,6 +331,10 @@ def attack_update(
     """Validate what a server holds (global state, the client's state-dict diff, recipe, N) and invert it."""
     inputs = validate_attack_inputs(model, global_state, diff, recipe, num_images, round_num)
     return invert(model, inputs, config, prior=prior, num_classes=num_classes, **invert_kwargs)
+
+
+def _same_label_pairs(labels: list[int]) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] == labels[j]]
 
 
 def _targets(label_logits: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:

@@ -8,6 +8,8 @@
   Clients of 2 or more images get 3 runs (the first from the prior, then from random images) and the run with
   the lowest attack loss is kept: a single run on a 2-image batch ends in a local minimum (regions of the
   two images exchanged, in one measured case a final loss 16x the true images') in about 1 case in 6 with different labels.
+  When slots share a label (the hard case), a region-exchange search follows on clients of up to 2 images
+  (``exchange_*``; see :mod:`gradinv.attack.exchange`).
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
@@ -67,6 +69,15 @@ class AttackConfig:
         restart_init: ``init`` of every run after the first (the first uses ``init``): ``random`` starts far
             from the first run's basin.
         restart_min_images: clients with fewer images run once (one image converges reliably from the prior).
+        exchange_rounds: rounds of the region-exchange search (:mod:`gradinv.attack.exchange`) run on the best
+            iterate when slots share a recovered label (0 = off): a same-label batch ends in a patchwork of the two
+            images that gradient steps do not leave; each round tries exchanging regions between such slots and
+            keeps an exchange only if the attacker's loss falls.
+        exchange_max_images: clients with more images skip the search (its cost grows with the slot pairs).
+        exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
+        exchange_polish: iterations that polish the start and the best candidates, as a fraction of ``iterations``.
+        exchange_lr: Adam step size (decaying to 0) of screening and polishing; low, so that a polish settles
+            the exchanged images rather than scrambling them again.
         time_budget_s: stop when this many seconds have passed and return the best iterate so far.
         compile: ``on`` runs each iteration as one ``torch.compile``-d graph (same objective and gradient,
             about 2x faster per iteration after a one-off compile of seconds to a minute), ``off`` runs it
@@ -94,6 +105,11 @@ class AttackConfig:
     restarts: int = 3
     restart_init: str = "random"
     restart_min_images: int = 2
+    exchange_rounds: int = 6
+    exchange_max_images: int = 2
+    exchange_screen: float = 0.08
+    exchange_polish: float = 0.4
+    exchange_lr: float = 0.01
     time_budget_s: float | None = None
     compile: str = "auto"
 
@@ -119,6 +135,12 @@ class AttackConfig:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
         if not (isinstance(self.restart_min_images, int) and self.restart_min_images >= 1):
             problems.append(f"restart_min_images must be an integer >= 1, got {self.restart_min_images!r}")
+        for name in ("exchange_rounds", "exchange_max_images"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("exchange_screen", "exchange_polish", "exchange_lr"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             problems.append(f"time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
         for name in ("update_cosine", "update_l2", "bn", "tv_l2", "l2", "energy", "init_noise"):
@@ -150,6 +172,10 @@ class AttackConfig:
         """How many independent runs an attack on ``num_images`` images makes."""
         return self.restarts if num_images >= self.restart_min_images else 1
 
+    def exchange_iterations(self) -> tuple[int, int]:
+        """(screen, polish) iterations of the region-exchange search."""
+        return max(1, round(self.exchange_screen * self.iterations)), max(1, round(self.exchange_polish * self.iterations))
+
     def init_of_run(self, run: int) -> str:
         return self.init if run == 0 else self.restart_init
 
@@ -179,8 +205,9 @@ PRESETS: dict[str, AttackConfig] = {
         labels="soft",
         clamp=False,
         restarts=1,
+        exchange_rounds=0,
     ),
-    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1),
+    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, exchange_rounds=0),
 }
 
 

@@ -1,0 +1,214 @@
+"""Region-exchange search: undo patchworks where two slots of the same label hold parts of both images.
+
+With a cross-entropy loss, images that share a label back-propagate errors of one direction, so every layer's
+update is, position by position, the images' contributions weighted by ``1 - p_i(y)``. Exchanging a region
+between two such slots costs the objective little (the seam and the small difference between those weights),
+and the optimiser settles in a patchwork: each slot holds regions of both images, split along paths where the
+two images look alike (a chest radiograph split at the spine). Gradient steps do not cross from one patchwork to
+another; an exchange does. This module proposes exchanges, polishes each briefly and keeps one only when the
+attacker's own loss falls: no ground truth is used.
+
+Candidates, from the map ``D = smooth(|slot_i - slot_j|)`` (the seam of a patchwork runs where the slots agree):
+the cheapest top-to-bottom paths through ``D`` (dynamic programming, kept apart from each other and from the
+borders), the region on one side of each path, the strip between two paths, and the same left to right; and
+"brighter first": every pixel where slot i is darker than slot j (smoothed at a few scales), for blends whose
+exchanged regions are small and many rather than split by one path.
+
+Measured (README, "same label"): from the 6 patchworks the runs ended in on 3 same-label pairs x 2 seeds
+(``bn_cnn``, 64 px, held-out images) the mean SSIM went 0.65 -> 0.80; a radiograph split at the spine 0.54 -> 0.86,
+one blend of two MR slices did not move (0.63).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+#: Paths kept per orientation, and their spacing / distance from the border as fractions of the image side.
+SEAMS_PER_ORIENTATION = 3
+SEAM_SEPARATION = 0.125
+SEAM_MARGIN = 0.1
+#: Gaussian smoothing (pixels) of the slot-difference map.
+DIFFERENCE_SMOOTHING = 1.0
+#: Smoothing (pixels) of the signed slot difference for the "brighter first" candidates: exchange wherever slot i
+#: is darker than slot j. Measured on blends of two brain MR slices, the exchanged regions follow that sign
+#: (correlation 0.45-0.66 with the regions an oracle would exchange).
+ORDERING_SMOOTHING = (1.0, 2.0, 4.0)
+#: Screened candidates that are polished fully in each round.
+POLISHED_PER_ROUND = 2
+#: An exchange is kept only if it lowers the polished loss by at least this fraction.
+MIN_RELATIVE_GAIN = 0.01
+
+Step = Callable[[torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, dict, tuple[torch.Tensor, ...]]]
+
+
+@dataclasses.dataclass
+class ExchangeOutcome:
+    images: torch.Tensor
+    loss: float
+    accepted: list[str]
+    """Names of the exchanges kept, in order (e.g. ``"0-1 vertical@31"``)."""
+    iterations: int
+    stopped: str
+    """``completed`` or ``time_budget``."""
+
+
+def _cheapest_paths(cost: np.ndarray, count: int, separation: int, margin: int) -> list[np.ndarray]:
+    """Up to ``count`` cheapest 8-connected top-to-bottom paths (column per row), through distinct middle-row columns
+    at least ``separation`` apart and never within ``margin`` of the left/right border."""
+    height, width = cost.shape
+    cost = cost.astype(np.float64).copy()
+    cost[:, :margin] = np.inf
+    cost[:, width - margin:] = np.inf
+
+    def accumulate(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        total, back = c.copy(), np.zeros(c.shape, dtype=np.int64)
+        columns = np.arange(width)
+        for row in range(1, height):
+            previous = np.stack([np.r_[np.inf, total[row - 1, :-1]], total[row - 1], np.r_[total[row - 1, 1:], np.inf]])
+            step = np.argmin(previous, axis=0)
+            back[row] = columns + step - 1
+            total[row] += previous[step, columns]
+        return total, back
+
+    from_top, back_top = accumulate(cost)
+    from_bottom, back_bottom = accumulate(cost[::-1])
+    from_bottom, back_bottom = from_bottom[::-1], back_bottom[::-1]
+    middle = height // 2
+    through = np.full(width, np.inf)
+    inner = slice(margin, width - margin)
+    through[inner] = from_top[middle, inner] + from_bottom[middle, inner] - cost[middle, inner]
+    chosen: list[int] = []
+    for column in np.argsort(through, kind="stable"):
+        if not np.isfinite(through[column]):
+            break
+        if all(abs(int(column) - other) >= separation for other in chosen):
+            chosen.append(int(column))
+        if len(chosen) == count:
+            break
+    paths = []
+    for column in chosen:
+        path = np.zeros(height, dtype=np.int64)
+        path[middle] = column
+        for row in range(middle, 0, -1):
+            path[row - 1] = back_top[row, path[row]]
+        for row in range(middle, height - 1):
+            path[row + 1] = back_bottom[row, path[row]]
+        paths.append(path)
+    return paths
+
+
+def exchange_candidates(slot_a: torch.Tensor, slot_b: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+    """Boolean (H, W) masks of regions to exchange between two (C, H, W) slots, cheapest seams first per orientation."""
+    signed = (slot_a - slot_b).mean(dim=0).detach().cpu().double().numpy()
+    difference = ndimage.gaussian_filter(np.abs(signed), DIFFERENCE_SMOOTHING)
+    candidates: list[tuple[str, torch.Tensor]] = []
+    for sigma in ORDERING_SMOOTHING:
+        darker = ndimage.gaussian_filter(signed, sigma) < 0
+        if darker.any() and not darker.all():
+            candidates.append((f"brighter-first sigma={sigma:g}", torch.from_numpy(darker)))
+    for orientation, cost in (("vertical", difference), ("horizontal", difference.T)):
+        height, width = cost.shape
+        side = min(height, width)
+        paths = _cheapest_paths(cost, SEAMS_PER_ORIENTATION, max(1, round(SEAM_SEPARATION * side)),
+                                max(1, round(SEAM_MARGIN * side)))
+        sides = [np.arange(width)[None, :] >= path[:, None] for path in paths]
+        named = [(f"{orientation}@{path[height // 2]}", mask) for path, mask in zip(paths, sides)]
+        named += [(f"{orientation} strip {paths[i][height // 2]}-{paths[j][height // 2]}", sides[i] ^ sides[j])
+                  for i in range(len(sides)) for j in range(i + 1, len(sides))]
+        for name, mask in named:
+            mask = mask.T if orientation == "horizontal" else mask
+            candidates.append((name, torch.from_numpy(np.ascontiguousarray(mask))))
+    return candidates
+
+
+def exchange_region(images: torch.Tensor, first: int, second: int, mask: torch.Tensor) -> torch.Tensor:
+    """A copy of (N, C, H, W) ``images`` with slots ``first`` and ``second`` exchanged where ``mask`` is True."""
+    out = images.detach().clone()
+    region = mask.to(images.device).expand_as(images[first])
+    out[first][region] = images[second][region]
+    out[second][region] = images[first][region]
+    return out
+
+
+def polish(step: Step, images: torch.Tensor, label_logits: torch.Tensor, iterations: int, lr: float,
+           betas: tuple[float, float], bn_weight: float, deadline: float | None = None) -> tuple[float, torch.Tensor, int]:
+    """Adam from ``images`` at ``lr`` decaying (cosine) to 0, labels held, clamped to [0, 1], no noise.
+
+    Returns the lowest loss seen, its iterate and the iterations run (fewer when ``deadline`` passes).
+    """
+    current = images.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([current], lr=lr, betas=betas, eps=1e-8)
+    best_loss, best_images, done = math.inf, current.detach().clone(), 0
+    for iteration in range(max(iterations, 1)):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.5 * (1 + math.cos(math.pi * iteration / max(iterations, 1))) * lr
+        loss, _, gradients = step(current, label_logits, bn_weight)
+        value = float(loss)
+        done += 1
+        if value < best_loss:
+            best_loss, best_images = value, current.detach().clone()
+        current.grad = gradients[0]
+        optimizer.step()
+        with torch.no_grad():
+            current.clamp_(0, 1)
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    return best_loss, best_images, done
+
+
+def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tensor, pairs: list[tuple[int, int]], *,
+                     rounds: int, screen_iterations: int, polish_iterations: int, lr: float,
+                     betas: tuple[float, float], bn_weight: float, deadline: float | None = None,
+                     progress: bool = False) -> ExchangeOutcome:
+    """Up to ``rounds`` times: screen every candidate exchange of every slot pair briefly, polish the best few and,
+    beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept
+    only when it beats the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
+    The result is never worse, by the attacker's loss, than ``images``."""
+    def run_polish(start: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
+        nonlocal total_iterations
+        loss, polished, done = polish(step, start, label_logits, iterations, lr, betas, bn_weight, deadline)
+        total_iterations += done
+        return loss, polished
+
+    current = images.detach().clone().requires_grad_(True)
+    loss, total_iterations = float(step(current, label_logits, bn_weight)[0]), 0
+    current = current.detach()
+    accepted: list[str] = []
+    bar = tqdm(range(rounds), desc="exchange search", disable=not progress, leave=False)
+    for round_index in bar:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        screened = []
+        for first, second in pairs:
+            for name, mask in exchange_candidates(current[first], current[second]):
+                screened_loss, screened_images = run_polish(exchange_region(current, first, second, mask), screen_iterations)
+                screened.append((screened_loss, f"{first}-{second} {name}", screened_images))
+        screened.sort(key=lambda entry: entry[0])
+        unexchanged_loss, unexchanged = run_polish(current, polish_iterations)
+        best = (unexchanged_loss, None, unexchanged)
+        for _, name, candidate in screened[:POLISHED_PER_ROUND]:
+            polished_loss, polished_images = run_polish(candidate, polish_iterations)
+            if polished_loss < best[0]:
+                best = (polished_loss, name, polished_images)
+        if not best[0] <= loss * (1 - MIN_RELATIVE_GAIN):
+            break
+        loss, current = best[0], best[2]
+        if best[1] is not None:
+            accepted.append(best[1])
+            logger.info("exchange search round %d: kept %s (loss %.5g, %.5g without it)", round_index + 1, best[1], loss,
+                        unexchanged_loss)
+        bar.set_postfix(loss=f"{loss:.4f}", kept=len(accepted))
+    bar.close()
+    stopped = "time_budget" if deadline is not None and time.monotonic() > deadline else "completed"
+    return ExchangeOutcome(images=current, loss=loss, accepted=accepted, iterations=total_iterations, stopped=stopped)

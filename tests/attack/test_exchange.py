@@ -1,0 +1,115 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gradinv.attack import attack_update, get_preset
+from gradinv.attack.exchange import MIN_RELATIVE_GAIN, exchange_candidates, exchange_region, search_exchanges
+from gradinv.errors import AttackInputError
+from gradinv.recipe import TrainingRecipe
+
+
+def _pair_agreeing_along(path: np.ndarray, size: int = 32) -> torch.Tensor:
+    """Two (1, size, size) images that differ strongly except in a 3-px band around ``path`` (column per row)."""
+    generator = np.random.default_rng(0)
+    first, second = generator.uniform(0.0, 1.0, (size, size)), generator.uniform(0.0, 1.0, (size, size))
+    for row, column in enumerate(path):
+        second[row, column - 1:column + 2] = first[row, column - 1:column + 2]
+    return torch.tensor(np.stack([first, second]), dtype=torch.float32).unsqueeze(1)
+
+
+def _quadratic_step(target: torch.Tensor):
+    """A stand-in attack step: loss = squared distance to ``target``, gradient w.r.t. the images."""
+    def step(images, label_logits, bn_weight):
+        difference = images.detach() - target
+        return (difference ** 2).sum(), {}, (2 * difference,)
+    return step
+
+
+def test_exchange_region_swaps_two_slots_inside_the_mask_only_and_undoes_itself():
+    images = torch.rand(3, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 3:] = True
+    swapped = exchange_region(images, 0, 2, mask)
+    assert torch.equal(swapped[0][:, mask], images[2][:, mask]) and torch.equal(swapped[2][:, mask], images[0][:, mask])
+    assert torch.equal(swapped[0][:, ~mask], images[0][:, ~mask]) and torch.equal(swapped[1], images[1])
+    assert torch.equal(exchange_region(swapped, 0, 2, mask), images)
+
+
+def test_the_cheapest_candidate_follows_the_path_where_the_slots_agree():
+    path = np.clip(16 + np.round(4 * np.sin(np.arange(32) / 5)).astype(int), 6, 25)
+    pair = _pair_agreeing_along(path)
+    candidates = exchange_candidates(pair[0], pair[1])
+    names = [name for name, _ in candidates]
+    assert any(name.startswith("horizontal") for name in names)
+    first_mask = next(mask for name, mask in candidates if name.startswith("vertical@"))
+    assert first_mask.dtype == torch.bool and first_mask.shape == (32, 32)
+    boundary = first_mask.int().argmax(dim=1).numpy()  # first exchanged column per row
+    assert np.abs(boundary - path).max() <= 1
+    margin = round(0.1 * 32)
+    for name, mask in candidates:
+        assert mask.any() and not mask.all(), name
+        if name.startswith("vertical@"):
+            assert not mask[:, :margin].any() and mask[:, -margin:].all()  # seams stay off the borders
+
+
+def test_brighter_first_candidates_exchange_where_the_first_slot_is_darker():
+    first, second = torch.full((1, 16, 16), 0.8), torch.full((1, 16, 16), 0.2)
+    first[:, :, 10:], second[:, :, 10:] = 0.1, 0.9
+    masks = {name: mask for name, mask in exchange_candidates(first, second) if name.startswith("brighter-first")}
+    assert masks and all(mask.shape == (16, 16) for mask in masks.values())
+    assert torch.equal(masks["brighter-first sigma=1"], torch.arange(16).expand(16, 16) >= 10)
+    assert not any(name.startswith("brighter-first") for name, _ in exchange_candidates(first, first * 0.5))
+
+
+def test_search_keeps_the_exchange_that_lowers_the_loss():
+    path = np.full(32, 15)
+    truth = _pair_agreeing_along(path)
+    patchwork = exchange_region(truth, 0, 1, torch.from_numpy(np.arange(32)[None, :] >= 15).expand(32, 32))
+    step = _quadratic_step(truth)
+    outcome = search_exchanges(step, patchwork, torch.zeros(2, 2), [(0, 1)], rounds=2, screen_iterations=3,
+                               polish_iterations=10, lr=0.01, betas=(0.9, 0.9), bn_weight=0.3)
+    assert outcome.accepted and outcome.accepted[0].startswith("0-1 vertical")
+    assert outcome.loss < 1e-2 * float(step(patchwork, None, 0.3)[0])
+    assert torch.allclose(outcome.images, truth, atol=0.05)
+
+
+def test_search_keeps_nothing_when_no_exchange_helps():
+    truth = _pair_agreeing_along(np.full(32, 15))
+    start = (truth + 0.01).clamp(0, 1)
+    step = _quadratic_step(truth)
+    outcome = search_exchanges(step, start, torch.zeros(2, 2), [(0, 1)], rounds=3, screen_iterations=3,
+                               polish_iterations=10, lr=0.01, betas=(0.9, 0.9), bn_weight=0.3)
+    assert outcome.accepted == [] and outcome.stopped == "completed"
+    assert outcome.loss <= float(step(start, None, 0.3)[0])  # the polish alone never makes it worse
+    assert torch.allclose(outcome.images, truth, atol=0.02)
+    assert 0 < MIN_RELATIVE_GAIN < 1
+
+
+@pytest.mark.parametrize("labels, searched", [([0, 0], True), ([0, 1], False)])
+def test_attack_runs_the_search_only_for_slots_that_share_a_label(natural_images, client_update, labels, searched):
+    images = natural_images(2, 32)
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, torch.tensor(labels), recipe)
+    without = get_preset("fast", {"iterations": 20, "restarts": 1, "exchange_rounds": 0})
+    with_search = without.replace(exchange_rounds=1)
+    plain = attack_update(model, global_state, diff, recipe, 2, without, progress=False, seed=1)
+    result = attack_update(model, global_state, diff, recipe, 2, with_search, progress=False, seed=1)
+    screen, polish = with_search.exchange_iterations()
+    assert (screen, polish) == (2, 8)  # fractions of the 20 iterations
+    if searched:
+        assert result.iterations > plain.iterations + polish  # the start's polish, then at least one screening
+        assert result.loss <= plain.loss + 1e-6 and math.isfinite(result.loss)
+        assert isinstance(result.diagnostics()["exchanges"], list)
+    else:
+        assert result.iterations == plain.iterations and result.exchanges == []
+        assert torch.equal(result.images, plain.images)
+
+
+def test_exchange_settings_are_validated():
+    with pytest.raises(AttackInputError, match="exchange_rounds"):
+        get_preset("fast", {"exchange_rounds": -1})
+    with pytest.raises(AttackInputError, match="exchange_lr"):
+        get_preset("fast", {"exchange_lr": 0})
+    assert get_preset("paper").exchange_rounds == 0 and get_preset("fast").exchange_rounds > 0
