@@ -107,9 +107,24 @@ def test_attack_runs_the_search_only_for_slots_that_share_a_label(natural_images
         assert torch.equal(result.images, plain.images)
 
 
+def test_multi_image_clients_get_a_noise_free_polish_that_never_raises_the_loss(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 1])
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    unpolished = get_preset("fast", {"iterations": 20, "restarts": 1, "polish": 0.0})
+    polished = unpolished.replace(polish=1.5)
+    before = attack_update(model, global_state, diff, recipe, 2, unpolished, progress=False, seed=2)
+    after = attack_update(model, global_state, diff, recipe, 2, polished, progress=False, seed=2)
+    assert polished.polish_iterations(2) == 30 and polished.polish_iterations(1) == 0
+    assert after.iterations == before.iterations + 30
+    assert after.loss <= before.loss + 1e-6 and not torch.equal(after.images, before.images)
+
+
 def test_exchange_settings_are_validated():
     with pytest.raises(AttackInputError, match="exchange_rounds"):
         get_preset("fast", {"exchange_rounds": -1})
     with pytest.raises(AttackInputError, match="exchange_lr"):
         get_preset("fast", {"exchange_lr": 0})
+    with pytest.raises(AttackInputError, match="polish"):
+        get_preset("fast", {"polish": -1.0})
     assert get_preset("paper").exchange_rounds == 0 and get_preset("fast").exchange_rounds > 0

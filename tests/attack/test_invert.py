@@ -89,9 +89,9 @@ def test_multi_image_clients_get_restarts_and_keep_the_lowest_loss_run(natural_i
     images, labels = natural_images(2, 32), torch.tensor([0, 0])
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
-    # Same labels would add the exchange search's iterations after the runs; this test is about the runs.
-    once = get_preset("fast", {"iterations": 15, "restarts": 1, "exchange_rounds": 0})
-    thrice = get_preset("fast", {"iterations": 15, "restarts": 3, "exchange_rounds": 0})
+    # The polish and the exchange search would add iterations after the runs; this test is about the runs.
+    once = get_preset("fast", {"iterations": 15, "restarts": 1, "polish": 0.0, "exchange_rounds": 0})
+    thrice = get_preset("fast", {"iterations": 15, "restarts": 3, "polish": 0.0, "exchange_rounds": 0})
 
     single_run = attack_update(model, global_state, diff, recipe, 2, once, progress=False, seed=3)
     result = attack_update(model, global_state, diff, recipe, 2, thrice, progress=False, seed=3)

@@ -169,9 +169,9 @@ def polish(step: Step, images: torch.Tensor, label_logits: torch.Tensor, iterati
 
 def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tensor, pairs: list[tuple[int, int]], *,
                      rounds: int, screen_iterations: int, polish_iterations: int, lr: float,
-                     betas: tuple[float, float], bn_weight: float, deadline: float | None = None,
-                     progress: bool = False) -> ExchangeOutcome:
-    """Up to ``rounds`` times: screen every candidate exchange of every slot pair briefly, polish the best few and,
+                     betas: tuple[float, float], bn_weight: float, initial_polish_iterations: int = 0,
+                     deadline: float | None = None, progress: bool = False) -> ExchangeOutcome:
+    """Polish ``images`` for ``initial_polish_iterations`` (if any), then, up to ``rounds`` times: screen every candidate exchange of every slot pair briefly, polish the best few and,
     beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept
     only when it beats the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
     The result is never worse, by the attacker's loss, than ``images``."""
@@ -184,6 +184,12 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
     current = images.detach().clone().requires_grad_(True)
     loss, total_iterations = float(step(current, label_logits, bn_weight)[0]), 0
     current = current.detach()
+    if initial_polish_iterations:
+        polished_loss, polished = run_polish(current, initial_polish_iterations)
+        if polished_loss < loss:
+            loss, current = polished_loss, polished
+    if not pairs:
+        rounds = 0
     accepted: list[str] = []
     bar = tqdm(range(rounds), desc="exchange search", disable=not progress, leave=False)
     for round_index in bar:

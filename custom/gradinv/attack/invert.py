@@ -273,14 +273,16 @@ def invert(
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
     slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
     pairs = _same_label_pairs(slot_labels.tolist()) if inputs.num_images <= config.exchange_max_images else []
-    if stopped == "completed" and config.exchange_rounds and pairs:
+    pairs = pairs if config.exchange_rounds else []
+    initial_polish = config.polish_iterations(inputs.num_images)
+    if stopped == "completed" and (pairs or initial_polish):
         screen_iterations, polish_iterations = config.exchange_iterations()
         deadline = None if config.time_budget_s is None else started + config.time_budget_s
         labels_held = best["label_logits"].clone().requires_grad_(step.differentiate_labels)
         outcome = search_exchanges(step, best["images"], labels_held, pairs, rounds=config.exchange_rounds,
                                    screen_iterations=screen_iterations, polish_iterations=polish_iterations,
                                    lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
-                                   deadline=deadline, progress=progress)
+                                   initial_polish_iterations=initial_polish, deadline=deadline, progress=progress)
         iterations_run += outcome.iterations
         stopped, exchanges = outcome.stopped, outcome.accepted
         if outcome.loss < best["loss"]:
