@@ -10,6 +10,11 @@ tests never attack the ``test`` split). Three kinds of client:
 * ``pair-mixed``  N = 2 (batch 2) from a flat folder: the documented flat-folder rule gives them labels 0 and 1;
 * ``pair-same``   N = 2 (batch 2) in one class folder: both images have the same label.
 
+``--images-from other`` runs the same kinds on real images from installed packages that the sample set does not
+use at all (scikit-image's fundus photographs, immunohistochemistry and cell images, nibabel's test MR volume,
+pydicom-data's ultrasound and nuclear-medicine files): ten single images, five mixed-label pairs (flat folders) and
+three same-label pairs (two fundus crops, two pathology crops, two MR slices, in class folders).
+
 Images are picked deterministically (evenly spaced through each class's sorted list, ``--cases`` per kind) and
 each case runs for every ``--seeds`` value (the seed drives the model initialisation and the attack).
 
@@ -27,9 +32,10 @@ The table reports per kind the mean and the worst case; the last stdout line is 
 
 Usage::
 
-    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (about 5-8 minutes on 2 cores)
+    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (about 30-40 minutes on 2 cores)
     python bench/attack_quality.py --cases 1 --seeds 0  # quick look
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
+    python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 KINDS = ("single", "pair-mixed", "pair-same")
 SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9}
@@ -93,6 +102,73 @@ def build_cases(test_split: Path, cases: int, workdir: Path) -> list[tuple[str, 
     return built
 
 
+def _stretch(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float64)
+    low, high = np.percentile(image, (0.5, 99.5))
+    return np.clip((image - low) / max(high - low, 1e-12), 0.0, 1.0)
+
+
+def other_source_images() -> dict[str, np.ndarray]:
+    """Real grayscale images in [0, 1] from installed packages that the bundled sample set does not use."""
+    import nibabel
+    from pydicom.data import get_testdata_file
+    from skimage import color, data
+
+    from gradinv.data.images import read_dicom_unit
+
+    retina = data.retina()[..., 1]
+    pathology = color.rgb2gray(data.immunohistochemistry())
+    volume = np.asarray(nibabel.load(Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii").dataobj)
+    return {
+        "fundus-retina": retina[150:1260, 150:1260],
+        "fundus-disc": retina[400:800, 800:1200],
+        "fundus-microaneurysms": data.microaneurysms(),
+        "ihc-top-left": pathology[:256, :256],
+        "ihc-bottom-right": pathology[256:, 256:],
+        "cell-phase": data.cell()[50:550, 50:550],
+        "mr-axial": np.rot90(volume[:, :, volume.shape[2] // 2]),
+        "mr-sagittal": np.rot90(volume[volume.shape[0] // 2]),
+        "us-lymph-node": read_dicom_unit(Path(get_testdata_file("US1_UNCR.dcm"))),
+        "nm-bone-scan": read_dicom_unit(Path(get_testdata_file("JPEG2000_UNC.dcm"))),
+    }
+
+
+OTHER_MIXED_PAIRS = (("fundus-retina", "mr-axial"), ("ihc-top-left", "us-lymph-node"), ("cell-phase", "nm-bone-scan"),
+                     ("fundus-disc", "mr-sagittal"), ("fundus-microaneurysms", "ihc-bottom-right"))
+OTHER_SAME_PAIRS = (("fundus", ("fundus-retina", "fundus-disc")), ("pathology", ("ihc-top-left", "ihc-bottom-right")),
+                    ("mri", ("mr-axial", "mr-sagittal")))
+
+
+def build_other_cases(cases: int, workdir: Path) -> list[tuple[str, str, Path, int]]:
+    """Like :func:`build_cases`, on :func:`other_source_images` (up to ``cases`` per kind)."""
+    from gradinv.data.images import centre_square, resize_square
+
+    source_dir = workdir / "images"
+    source_dir.mkdir(parents=True)
+    paths = {}
+    for name, image in other_source_images().items():
+        unit = resize_square(centre_square(_stretch(image)).astype(np.float32), 256)
+        paths[name] = source_dir / f"{name}.png"
+        Image.fromarray(np.round(unit * 255).astype(np.uint8)).save(paths[name])
+    built = []
+
+    def place(kind: str, index: int, names: list[str], class_name: str | None) -> None:
+        folder = workdir / f"{kind}-{index}"
+        target_dir = folder / class_name if class_name else folder
+        target_dir.mkdir(parents=True)
+        for position, name in enumerate(names):
+            shutil.copyfile(paths[name], target_dir / f"{position}-{name}.png")
+        built.append((kind, f"{kind}-{index}: " + " + ".join(names), folder, len(names)))
+
+    for index, name in enumerate(sorted(paths)[:cases]):
+        place("single", index, [name], None)
+    for index, pair in enumerate(OTHER_MIXED_PAIRS[:cases]):
+        place("pair-mixed", index, list(pair), None)
+    for index, (class_name, pair) in enumerate(OTHER_SAME_PAIRS[:cases]):
+        place("pair-same", index, list(pair), class_name)
+    return built
+
+
 def run_one(folder: Path, num_images: int, seed: int, threads: int | None, iterations: int | None, out: Path) -> dict:
     command = [sys.executable, "-m", "gradinv.cli", "attack", "--images", str(folder), "--num-images", str(num_images),
                "--batch-size", str(num_images), "--seed", str(seed), "--out", str(out), "--json", "--no-progress"]
@@ -133,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="passed to gradinv attack --threads")
     parser.add_argument("--iterations", type=int, default=None,
                         help="passed to gradinv attack --iterations, for a quick look (the targets are about the defaults)")
+    parser.add_argument("--images-from", choices=("sample", "other"), default="sample",
+                        help="sample: the bundled test split (default); other: images from installed packages the sample "
+                             "set does not use")
     parser.add_argument("--check", action="store_true", help="exit 1 when a kind misses its target")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.kinds.split(",") if kind]
@@ -143,14 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     from gradinv.paths import sample_data_dir
 
     test_split = sample_data_dir() / "test"
-    if not test_split.is_dir():
+    if args.images_from == "sample" and not test_split.is_dir():
         print(f"attack_quality: error: no bundled sample at {test_split}; run `gradinv assets` first", file=sys.stderr)
         return 2
     runs = []
     with tempfile.TemporaryDirectory(prefix="gradinv-quality-") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o700)
-        cases = [case for case in build_cases(test_split, args.cases, workdir / "cases") if case[0] in kinds]
+        built = (build_cases(test_split, args.cases, workdir / "cases") if args.images_from == "sample"
+                 else build_other_cases(args.cases, workdir / "cases"))
+        cases = [case for case in built if case[0] in kinds]
         total = len(cases) * len(args.seeds)
         for kind, name, folder, num_images in cases:
             for seed in args.seeds:
@@ -174,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = f", attack seconds max {entry['seconds_max']:.1f} (target <= {SINGLE_SECONDS_TARGET:g})" if kind == "single" else ""
         print(f"{kind:<11} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, target >= {entry['ssim_target']})"
               f"{extra}: {'PASS' if entry['pass'] else 'FAIL'}")
-    print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations}))
+    print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations,
+                      "images_from": args.images_from}))
     return 1 if args.check and not all(entry["pass"] for entry in summary.values()) else 0
 
 

@@ -30,3 +30,16 @@ def test_quality_benchmark_runs_each_kind_and_prints_json_last():
 def test_quality_benchmark_rejects_an_unknown_kind():
     completed = subprocess.run([sys.executable, str(SCRIPT), "--kinds", "triple"], capture_output=True, text=True)
     assert completed.returncode == 2 and "unknown kind" in completed.stderr
+
+
+def test_quality_benchmark_runs_on_images_the_sample_set_does_not_use():
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--images-from", "other", "--cases", "1", "--seeds", "0", "--iterations", "5",
+         "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert summary["images_from"] == "other"
+    kinds = {run["kind"]: run for run in summary["runs_detail"]}
+    assert set(kinds) == {"single", "pair-mixed", "pair-same"}
+    assert kinds["pair-mixed"]["labels"] == [0, 1] and len(set(kinds["pair-same"]["labels"])) == 1
+    assert "fundus" in kinds["pair-same"]["case"]
