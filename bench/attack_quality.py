@@ -102,12 +102,6 @@ def build_cases(test_split: Path, cases: int, workdir: Path) -> list[tuple[str, 
     return built
 
 
-def _stretch(image: np.ndarray) -> np.ndarray:
-    image = image.astype(np.float64)
-    low, high = np.percentile(image, (0.5, 99.5))
-    return np.clip((image - low) / max(high - low, 1e-12), 0.0, 1.0)
-
-
 def other_source_images() -> dict[str, np.ndarray]:
     """Real grayscale images in [0, 1] from installed packages that the bundled sample set does not use."""
     import nibabel
@@ -141,13 +135,13 @@ OTHER_SAME_PAIRS = (("fundus", ("fundus-retina", "fundus-disc")), ("pathology", 
 
 def build_other_cases(cases: int, workdir: Path) -> list[tuple[str, str, Path, int]]:
     """Like :func:`build_cases`, on :func:`other_source_images` (up to ``cases`` per kind)."""
-    from gradinv.data.images import centre_square, resize_square
+    from gradinv.data.images import centre_square, resize_square, window_unit
 
     source_dir = workdir / "images"
     source_dir.mkdir(parents=True)
     paths = {}
     for name, image in other_source_images().items():
-        unit = resize_square(centre_square(_stretch(image)).astype(np.float32), 256)
+        unit = resize_square(centre_square(window_unit(image)), 256)
         paths[name] = source_dir / f"{name}.png"
         Image.fromarray(np.round(unit * 255).astype(np.uint8)).save(paths[name])
     built = []

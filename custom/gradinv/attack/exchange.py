@@ -32,6 +32,8 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from gradinv.attack.schedule import learning_rate
+
 logger = logging.getLogger(__name__)
 
 #: Paths kept per orientation, and their spacing / distance from the border as fractions of the image side.
@@ -142,7 +144,8 @@ def exchange_region(images: torch.Tensor, first: int, second: int, mask: torch.T
 
 
 def polish(step: Step, images: torch.Tensor, label_logits: torch.Tensor, iterations: int, lr: float,
-           betas: tuple[float, float], bn_weight: float, deadline: float | None = None) -> tuple[float, torch.Tensor, int]:
+           betas: tuple[float, float], bn_weight: float,
+           deadline: float | None = None) -> tuple[float, torch.Tensor, int]:
     """Adam from ``images`` at ``lr`` decaying (cosine) to 0, labels held, clamped to [0, 1], no noise.
 
     Returns the lowest loss seen, its iterate and the iterations run (fewer when ``deadline`` passes).
@@ -152,7 +155,7 @@ def polish(step: Step, images: torch.Tensor, label_logits: torch.Tensor, iterati
     best_loss, best_images, done = math.inf, current.detach().clone(), 0
     for iteration in range(max(iterations, 1)):
         for group in optimizer.param_groups:
-            group["lr"] = 0.5 * (1 + math.cos(math.pi * iteration / max(iterations, 1))) * lr
+            group["lr"] = learning_rate(iteration, iterations, lr, warmup=0)
         loss, _, gradients = step(current, label_logits, bn_weight)
         value = float(loss)
         done += 1
@@ -171,9 +174,10 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
                      rounds: int, screen_iterations: int, polish_iterations: int, lr: float,
                      betas: tuple[float, float], bn_weight: float, initial_polish_iterations: int = 0,
                      deadline: float | None = None, progress: bool = False) -> ExchangeOutcome:
-    """Polish ``images`` for ``initial_polish_iterations`` (if any), then, up to ``rounds`` times: screen every candidate exchange of every slot pair briefly, polish the best few and,
-    beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept
-    only when it beats the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
+    """Polish ``images`` for ``initial_polish_iterations`` (if any); then, up to ``rounds`` times (none without
+    ``pairs``): screen every candidate exchange of every slot pair briefly, polish the best few and, beside them, the
+    unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept only when it beats
+    the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
     The result is never worse, by the attacker's loss, than ``images``."""
     def run_polish(start: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
         nonlocal total_iterations
@@ -198,7 +202,8 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
         screened = []
         for first, second in pairs:
             for name, mask in exchange_candidates(current[first], current[second]):
-                screened_loss, screened_images = run_polish(exchange_region(current, first, second, mask), screen_iterations)
+                exchanged = exchange_region(current, first, second, mask)
+                screened_loss, screened_images = run_polish(exchanged, screen_iterations)
                 screened.append((screened_loss, f"{first}-{second} {name}", screened_images))
         screened.sort(key=lambda entry: entry[0])
         unexchanged_loss, unexchanged = run_polish(current, polish_iterations)
@@ -212,8 +217,8 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
         loss, current = best[0], best[2]
         if best[1] is not None:
             accepted.append(best[1])
-            logger.info("exchange search round %d: kept %s (loss %.5g, %.5g without it)", round_index + 1, best[1], loss,
-                        unexchanged_loss)
+            logger.info("exchange search round %d: kept %s (loss %.5g, %.5g without it)", round_index + 1, best[1],
+                        loss, unexchanged_loss)
         bar.set_postfix(loss=f"{loss:.4f}", kept=len(accepted))
     bar.close()
     stopped = "time_budget" if deadline is not None and time.monotonic() > deadline else "completed"

@@ -22,6 +22,7 @@ from gradinv.attack.labels import estimate_label_counts, labels_from_counts
 from gradinv.attack.losses import cosine_distance, image_l2, l2_sum_distance, total_variation_l2
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.replay import FunctionalReplay, ReplayResult, replay_running_stats
+from gradinv.attack.schedule import learning_rate
 from gradinv.recipe import TrainingRecipe
 
 logger = logging.getLogger(__name__)
@@ -160,13 +161,6 @@ class InversionObjective:
         return math.sqrt(squared) / max(self._bn_scale, 1e-30)
 
 
-def learning_rate(iteration: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up to ``peak`` over ``warmup`` iterations, then cosine decay to 0."""
-    if iteration < warmup:
-        return peak * (iteration + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (iteration - warmup) / max(total - warmup, 1))) * peak
-
-
 def invert(
     model: nn.Module,
     inputs: AttackInputs,
@@ -272,8 +266,8 @@ def invert(
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
     slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
-    pairs = _same_label_pairs(slot_labels.tolist()) if inputs.num_images <= config.exchange_max_images else []
-    pairs = pairs if config.exchange_rounds else []
+    searched = config.exchange_rounds and inputs.num_images <= config.exchange_max_images
+    pairs = _same_label_pairs(slot_labels.tolist()) if searched else []
     initial_polish = config.polish_iterations(inputs.num_images)
     if stopped == "completed" and (pairs or initial_polish):
         screen_iterations, polish_iterations = config.exchange_iterations()

@@ -184,7 +184,8 @@ class AttackConfig:
 
     def exchange_iterations(self) -> tuple[int, int]:
         """(screen, polish) iterations of the region-exchange search."""
-        return max(1, round(self.exchange_screen * self.iterations)), max(1, round(self.exchange_polish * self.iterations))
+        screen = max(1, round(self.exchange_screen * self.iterations))
+        return screen, max(1, round(self.exchange_polish * self.iterations))
 
     def polish_iterations(self, num_images: int) -> int:
         """Noise-free iterations on the best iterate after the runs (0 for clients below ``polish_min_images``)."""

@@ -77,8 +77,8 @@ def _unreadable(path: Path, why: str) -> DataError:
     )
 
 
-def _window_unit(pixels: np.ndarray) -> np.ndarray:
-    """Map the DICOM percentile window to [0, 1] (float32)."""
+def window_unit(pixels: np.ndarray) -> np.ndarray:
+    """Map the ``DICOM_WINDOW_PERCENTILES`` window of any array to [0, 1] (float32)."""
     pixels = pixels.astype(np.float64, copy=False)
     low, high = np.percentile(pixels, DICOM_WINDOW_PERCENTILES)
     if high <= low:  # a constant image: keep it flat instead of dividing by zero
@@ -124,13 +124,13 @@ def read_dicom_unit(path: Path) -> np.ndarray:
 
     if photometric == "PALETTE COLOR":
         rgb = apply_color_lut(pixels, dataset).astype(np.float64)
-        return _window_unit(_luma(rgb))
+        return window_unit(_luma(rgb))
     if samples_per_pixel == 3:
         # pydicom converts YBR to RGB when decoding, so three samples are RGB here
-        return _window_unit(_luma(pixels.astype(np.float64)))
+        return window_unit(_luma(pixels.astype(np.float64)))
 
     values = apply_rescale(pixels, dataset)
-    unit = _window_unit(values)
+    unit = window_unit(values)
     if photometric == "MONOCHROME1":  # high values are dark on MONOCHROME1: invert for display
         unit = 1.0 - unit
     return unit
