@@ -63,6 +63,25 @@ def test_brighter_first_candidates_exchange_where_the_first_slot_is_darker():
     assert not any(name.startswith("brighter-first") for name, _ in exchange_candidates(first, first * 0.5))
 
 
+def test_a_blob_in_the_wrong_slot_gets_a_component_candidate_covering_it():
+    # Both slots share their surroundings; a bright disc sits in the first slot, a faint one elsewhere in the second.
+    rows, columns = np.mgrid[:32, :32]
+    background = 0.3 + 0.2 * columns / 31
+    disc = (rows - 10) ** 2 + (columns - 20) ** 2 <= 16
+    faint = (rows - 24) ** 2 + (columns - 8) ** 2 <= 9
+    first, second = background.copy(), background.copy()
+    first[disc] += 0.6
+    second[faint] += 0.5
+    candidates = dict(exchange_candidates(torch.tensor(first)[None], torch.tensor(second)[None]))
+    components = {name: mask.numpy() for name, mask in candidates.items() if name.startswith("component")}
+    assert set(components) == {"component +1", "component -2"}  # the larger difference first
+    assert components["component +1"][disc].all() and not components["component +1"][faint].any()
+    assert components["component -2"][faint].all() and not components["component -2"][disc].any()
+    assert components["component +1"].sum() < 3 * disc.sum()  # the disc and its edge, not the whole image
+    assert not any(name.startswith("component") for name, _ in exchange_candidates(torch.tensor(first)[None],
+                                                                                  torch.tensor(first)[None]))
+
+
 def test_search_keeps_the_exchange_that_lowers_the_loss():
     path = np.full(32, 15)
     truth = _pair_agreeing_along(path)

@@ -46,8 +46,19 @@ DIFFERENCE_SMOOTHING = 1.0
 #: is darker than slot j. Measured on blends of two brain MR slices, the exchanged regions follow that sign
 #: (correlation 0.45-0.66 with the regions an oracle would exchange).
 ORDERING_SMOOTHING = (1.0, 2.0, 4.0)
-#: Screened candidates that are polished fully in each round.
-POLISHED_PER_ROUND = 2
+#: "Component" candidates: the connected regions where one slot is clearly brighter than the other (signed
+#: difference smoothed at this scale, above this fraction of its largest magnitude), each at least this fraction
+#: of the image, grown by this many pixels to cover its edge, the largest (by summed difference) kept. They target
+#: blends in which a compact structure (a ventricle, an orbit) sits in the wrong slot, enclosed by tissue that
+#: is right: no seam reaches it and the brighter-first masks carry too much else with it.
+COMPONENT_SMOOTHING = 1.0
+COMPONENT_THRESHOLD = 0.25
+COMPONENT_MIN_AREA = 0.01
+COMPONENT_DILATION = 1
+COMPONENTS_KEPT = 12
+#: Each round polishes fully the best-screened candidate of every kind (the name's first word: brighter-first,
+#: component, vertical, horizontal). Short screens rank kinds unevenly (a component moves little and screens low
+#: whether it helps or not), so the best two overall crowd out the kind that would have helped.
 #: An exchange is kept only if it lowers the polished loss by at least this fraction.
 MIN_RELATIVE_GAIN = 0.01
 
@@ -110,8 +121,29 @@ def _cheapest_paths(cost: np.ndarray, count: int, separation: int, margin: int) 
     return paths
 
 
+def _difference_components(signed: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The largest connected regions where one slot is clearly brighter than the other, ``+`` where the first is."""
+    smoothed = ndimage.gaussian_filter(signed, COMPONENT_SMOOTHING)
+    peak = float(np.abs(smoothed).max())
+    if peak == 0.0:
+        return []
+    components = []
+    for sign, symbol in ((1.0, "+"), (-1.0, "-")):
+        labelled, count = ndimage.label(sign * smoothed > COMPONENT_THRESHOLD * peak)
+        for index in range(1, count + 1):
+            region = labelled == index
+            if region.mean() < COMPONENT_MIN_AREA:
+                continue
+            grown = ndimage.binary_dilation(region, iterations=COMPONENT_DILATION) if COMPONENT_DILATION else region
+            components.append((float(np.abs(smoothed[region]).sum()), symbol, grown))
+    components.sort(key=lambda entry: -entry[0])
+    return [(f"component {symbol}{rank + 1}", mask)
+            for rank, (_, symbol, mask) in enumerate(components[:COMPONENTS_KEPT]) if not mask.all()]
+
+
 def exchange_candidates(slot_a: torch.Tensor, slot_b: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    """Boolean (H, W) masks of regions to exchange between two (C, H, W) slots, cheapest seams first per orientation."""
+    """Boolean (H, W) masks of regions to exchange between two (C, H, W) slots: brighter-first masks, difference
+    components (largest first), then the cheapest seams per orientation and the strips between them."""
     signed = (slot_a - slot_b).mean(dim=0).detach().cpu().double().numpy()
     difference = ndimage.gaussian_filter(np.abs(signed), DIFFERENCE_SMOOTHING)
     candidates: list[tuple[str, torch.Tensor]] = []
@@ -119,6 +151,7 @@ def exchange_candidates(slot_a: torch.Tensor, slot_b: torch.Tensor) -> list[tupl
         darker = ndimage.gaussian_filter(signed, sigma) < 0
         if darker.any() and not darker.all():
             candidates.append((f"brighter-first sigma={sigma:g}", torch.from_numpy(darker)))
+    candidates += [(name, torch.from_numpy(mask)) for name, mask in _difference_components(signed)]
     for orientation, cost in (("vertical", difference), ("horizontal", difference.T)):
         height, width = cost.shape
         side = min(height, width)
@@ -132,6 +165,11 @@ def exchange_candidates(slot_a: torch.Tensor, slot_b: torch.Tensor) -> list[tupl
             mask = mask.T if orientation == "horizontal" else mask
             candidates.append((name, torch.from_numpy(np.ascontiguousarray(mask))))
     return candidates
+
+
+def _candidate_kind(name: str) -> str:
+    """``"brighter-first"``, ``"component"``, ``"vertical"`` or ``"horizontal"`` from ``"0-1 vertical@31"`` etc."""
+    return name.split(" ")[1].split("@")[0]
 
 
 def exchange_region(images: torch.Tensor, first: int, second: int, mask: torch.Tensor) -> torch.Tensor:
@@ -206,9 +244,12 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
                 screened_loss, screened_images = run_polish(exchanged, screen_iterations)
                 screened.append((screened_loss, f"{first}-{second} {name}", screened_images))
         screened.sort(key=lambda entry: entry[0])
+        best_per_kind: dict[str, tuple[str, torch.Tensor]] = {}
+        for _, name, candidate in screened:
+            best_per_kind.setdefault(_candidate_kind(name), (name, candidate))
         unexchanged_loss, unexchanged = run_polish(current, polish_iterations)
         best = (unexchanged_loss, None, unexchanged)
-        for _, name, candidate in screened[:POLISHED_PER_ROUND]:
+        for name, candidate in best_per_kind.values():
             polished_loss, polished_images = run_polish(candidate, polish_iterations)
             if polished_loss < best[0]:
                 best = (polished_loss, name, polished_images)
