@@ -126,6 +126,23 @@ def test_attack_runs_the_search_only_for_slots_that_share_a_label(natural_images
         assert torch.equal(result.images, plain.images)
 
 
+def test_a_same_label_search_from_two_runs_keeps_the_lower_loss_and_mixed_labels_polish_one(natural_images,
+                                                                                           client_update):
+    images = natural_images(2, 32)
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    for labels, searched in (([1, 1], True), ([0, 1], False)):
+        model, global_state, diff = client_update("bn_cnn", images, torch.tensor(labels), recipe)
+        one = get_preset("fast", {"iterations": 20, "restarts": 2, "exchange_rounds": 1, "exchange_starts": 1})
+        two = one.replace(exchange_starts=2)
+        from_one = attack_update(model, global_state, diff, recipe, 2, one, progress=False, seed=3)
+        from_two = attack_update(model, global_state, diff, recipe, 2, two, progress=False, seed=3)
+        if searched:
+            assert from_two.iterations > from_one.iterations  # a second search, from the other run
+            assert from_two.loss <= from_one.loss + 1e-6
+        else:
+            assert from_two.iterations == from_one.iterations and torch.equal(from_two.images, from_one.images)
+
+
 def test_multi_image_clients_get_a_noise_free_polish_that_never_raises_the_loss(natural_images, client_update):
     images, labels = natural_images(2, 32), torch.tensor([0, 1])
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
@@ -142,6 +159,8 @@ def test_multi_image_clients_get_a_noise_free_polish_that_never_raises_the_loss(
 def test_exchange_settings_are_validated():
     with pytest.raises(AttackInputError, match="exchange_rounds"):
         get_preset("fast", {"exchange_rounds": -1})
+    with pytest.raises(AttackInputError, match="exchange_starts"):
+        get_preset("fast", {"exchange_starts": 0})
     with pytest.raises(AttackInputError, match="exchange_lr"):
         get_preset("fast", {"exchange_lr": 0})
     with pytest.raises(AttackInputError, match="polish"):

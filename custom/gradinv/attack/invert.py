@@ -198,7 +198,7 @@ def invert(
                             lambda logits: _targets(logits, inputs.recipe),
                             differentiate_labels=config.labels != "analytic_fixed")
     final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
-    best: dict[str, Any] = {"loss": math.inf}
+    run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
     label_counts = None
@@ -221,6 +221,8 @@ def invert(
         label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
         variables = [images] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
+        run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
+        run_bests.append(run_best)
 
         bar = tqdm(range(total_iterations), desc=f"{description} ({restart + 1}/{runs})" if runs > 1 else description,
                    disable=not progress, leave=False, mininterval=1.0)
@@ -238,9 +240,8 @@ def invert(
             # that rises during the run, raw losses of early iterates would look better than they are.
             if "bn" in terms:
                 loss_value += (final_bn_weight - bn_weight) * float(terms["bn"])
-            if loss_value < best["loss"]:
-                best = {"loss": loss_value, "images": images.detach().clone(), "label_logits": label_logits.detach().clone(),
-                        "run": restart}
+            if loss_value < run_best["loss"]:
+                run_best.update(loss=loss_value, images=images.detach().clone(), label_logits=label_logits.detach().clone())
             for variable, gradient in zip(variables, gradients):
                 variable.grad = gradient
             optimizer.step()
@@ -261,10 +262,12 @@ def invert(
         if stopped != "completed":
             break
 
-    if "images" not in best:
+    run_bests = sorted((entry for entry in run_bests if "images" in entry), key=lambda entry: entry["loss"])
+    if not run_bests:
         raise AttackInputError("the attack objective is NaN or Inf at its starting point; the update cannot be inverted")
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
+    best = run_bests[0]
     slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
     searched = config.exchange_rounds and inputs.num_images <= config.exchange_max_images
     pairs = _same_label_pairs(slot_labels.tolist()) if searched else []
@@ -272,15 +275,20 @@ def invert(
     if stopped == "completed" and (pairs or initial_polish):
         screen_iterations, polish_iterations = config.exchange_iterations()
         deadline = None if config.time_budget_s is None else started + config.time_budget_s
-        labels_held = best["label_logits"].clone().requires_grad_(step.differentiate_labels)
-        outcome = search_exchanges(step, best["images"], labels_held, pairs, rounds=config.exchange_rounds,
-                                   screen_iterations=screen_iterations, polish_iterations=polish_iterations,
-                                   lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
-                                   initial_polish_iterations=initial_polish, deadline=deadline, progress=progress)
-        iterations_run += outcome.iterations
-        stopped, exchanges = outcome.stopped, outcome.accepted
-        if outcome.loss < best["loss"]:
-            best = {**best, "loss": outcome.loss, "images": outcome.images}
+        # The search is greedy and its end depends on where it starts; from several runs' patchworks, the
+        # attacker's loss picks the end that is nearest the truth.
+        for start in run_bests[:config.exchange_starts if pairs else 1]:
+            labels_held = start["label_logits"].clone().requires_grad_(step.differentiate_labels)
+            outcome = search_exchanges(step, start["images"], labels_held, pairs, rounds=config.exchange_rounds,
+                                       screen_iterations=screen_iterations, polish_iterations=polish_iterations,
+                                       lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
+                                       initial_polish_iterations=initial_polish, deadline=deadline, progress=progress)
+            iterations_run += outcome.iterations
+            stopped = outcome.stopped
+            if outcome.loss < best["loss"]:
+                best, exchanges = {**start, "loss": outcome.loss, "images": outcome.images}, outcome.accepted
+            if stopped != "completed":
+                break
 
     # Score the best iterate once more, without the optimiser in the loop.
     final_images = best["images"]

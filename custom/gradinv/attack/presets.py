@@ -82,6 +82,8 @@ class AttackConfig:
             images that gradient steps do not leave; each round tries exchanging regions between such slots and
             keeps an exchange only if the attacker's loss falls.
         exchange_max_images: clients with more images skip the search (its cost grows with the slot pairs).
+        exchange_starts: the search runs from the best iterates of this many runs (lowest loss first), and the
+            lowest loss it reaches is kept: the greedy search ends in different states from different patchworks.
         exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
         exchange_polish: iterations that polish the start and the best candidates, as a fraction of ``iterations``.
         exchange_lr: Adam step size (decaying to 0) of screening and polishing; low, so that a polish settles
@@ -117,6 +119,7 @@ class AttackConfig:
     polish_min_images: int = 2
     exchange_rounds: int = 6
     exchange_max_images: int = 2
+    exchange_starts: int = 2
     exchange_screen: float = 0.08
     exchange_polish: float = 0.4
     exchange_lr: float = 0.01
@@ -145,6 +148,8 @@ class AttackConfig:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
         if not (isinstance(self.restart_min_images, int) and self.restart_min_images >= 1):
             problems.append(f"restart_min_images must be an integer >= 1, got {self.restart_min_images!r}")
+        if not (isinstance(self.exchange_starts, int) and self.exchange_starts >= 1):
+            problems.append(f"exchange_starts must be an integer >= 1, got {self.exchange_starts!r}")
         for name in ("exchange_rounds", "exchange_max_images", "polish_min_images"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
