@@ -9,8 +9,8 @@
   the lowest attack loss is kept: a single run on a 2-image batch ends in a local minimum (regions of the
   two images exchanged, in one measured case a final loss 16x the true images') in about 1 case in 6 with different labels.
   Clients of 2 or more images then get 3000 noise-free iterations at a low step size on the best run (``polish``);
-  when slots share a label (the hard case), a region-exchange search follows on clients of up to 2 images
-  (``exchange_*``; see :mod:`gradinv.attack.exchange`).
+  when slots share a label (the hard case), a region-exchange search from the 2 best runs follows on clients of up
+  to 2 images (``exchange_*``; see :mod:`gradinv.attack.exchange`).
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
