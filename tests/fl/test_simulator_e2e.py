@@ -16,8 +16,10 @@ RESOLUTION = 32
 
 
 def _settings(name, **overrides):
+    # A budget far above the attacks' time: these tests check the pipeline, and a loaded machine must not turn an
+    # attack into a "timeout" row (the budget itself is tested in test_filter.py).
     settings = JobSettings(name=name, images_per_site=(1, 4), num_rounds=1, resolution=RESOLUTION,
-                           attack_overrides={"iterations": 300, "iterations_per_image_cap": 1})
+                           attack_overrides={"iterations": 300, "iterations_per_image_cap": 1}, time_budget_s=3600.0)
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings
