@@ -57,9 +57,6 @@ COMPONENT_THRESHOLD = 0.25
 COMPONENT_MIN_AREA = 0.01
 COMPONENT_DILATION = 1
 COMPONENTS_KEPT = 12
-#: Each round polishes fully the best-screened candidate of every kind (the name's first word: brighter-first,
-#: component, vertical, horizontal). Short screens rank kinds unevenly (a component moves little and screens low
-#: whether it helps or not), so the best two overall crowd out the kind that would have helped.
 #: An exchange is kept only if it lowers the polished loss by at least this fraction.
 MIN_RELATIVE_GAIN = 0.01
 
@@ -169,8 +166,9 @@ def exchange_candidates(slot_a: torch.Tensor, slot_b: torch.Tensor) -> list[tupl
 
 
 def _candidate_kind(name: str) -> str:
-    """``"brighter-first"``, ``"component"``, ``"vertical"`` or ``"horizontal"`` from ``"0-1 vertical@31"`` etc."""
-    return name.split(" ")[1].split("@")[0]
+    """``"brighter-first"``, ``"component"``, ``"vertical"`` or ``"horizontal"``: the first word of a name that
+    :func:`exchange_candidates` gives (``"vertical@31"``, ``"vertical strip 20-40"``, ``"component +2"``...)."""
+    return name.split(" ")[0].split("@")[0]
 
 
 def exchange_region(images: torch.Tensor, first: int, second: int, mask: torch.Tensor) -> torch.Tensor:
@@ -214,8 +212,8 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
                      betas: tuple[float, float], bn_weight: float, initial_polish_iterations: int = 0,
                      deadline: float | None = None, progress: bool = False) -> ExchangeOutcome:
     """Polish ``images`` for ``initial_polish_iterations`` (if any); then, up to ``rounds`` times (none without
-    ``pairs``): screen every candidate exchange of every slot pair briefly, polish the best few and, beside them, the
-    unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept only when it beats
+    ``pairs``): screen every candidate exchange of every slot pair briefly, polish the best-screened candidate of each
+    kind and, beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept only when it beats
     the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
     The result is never worse, by the attacker's loss, than ``images``."""
     def run_polish(start: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
@@ -243,11 +241,13 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
             for name, mask in exchange_candidates(current[first], current[second]):
                 exchanged = exchange_region(current, first, second, mask)
                 screened_loss, screened_images = run_polish(exchanged, screen_iterations)
-                screened.append((screened_loss, f"{first}-{second} {name}", screened_images))
+                screened.append((screened_loss, _candidate_kind(name), f"{first}-{second} {name}", screened_images))
         screened.sort(key=lambda entry: entry[0])
+        # The best of each kind, not the best few overall: short screens rank the kinds unevenly (a component moves
+        # little and screens low whether it helps or not), and the best two overall crowded out the kind that helped.
         best_per_kind: dict[str, tuple[str, torch.Tensor]] = {}
-        for _, name, candidate in screened:
-            best_per_kind.setdefault(_candidate_kind(name), (name, candidate))
+        for _, kind, name, candidate in screened:
+            best_per_kind.setdefault(kind, (name, candidate))
         unexchanged_loss, unexchanged = run_polish(current, polish_iterations)
         best = (unexchanged_loss, None, unexchanged)
         for name, candidate in best_per_kind.values():

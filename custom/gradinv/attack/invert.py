@@ -265,9 +265,9 @@ def invert(
     run_bests = sorted((entry for entry in run_bests if "images" in entry), key=lambda entry: entry["loss"])
     if not run_bests:
         raise AttackInputError("the attack objective is NaN or Inf at its starting point; the update cannot be inverted")
+    best = run_bests[0]
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
-    best = run_bests[0]
     slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
     searched = config.exchange_rounds and inputs.num_images <= config.exchange_max_images
     pairs = _same_label_pairs(slot_labels.tolist()) if searched else []

@@ -128,10 +128,9 @@ class AttackConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if not (isinstance(self.iterations, int) and self.iterations >= 1):
-            problems.append(f"iterations must be an integer >= 1, got {self.iterations!r}")
-        if not (isinstance(self.iterations_per_image_cap, int) and self.iterations_per_image_cap >= 1):
-            problems.append(f"iterations_per_image_cap must be an integer >= 1, got {self.iterations_per_image_cap!r}")
+        for name in ("iterations", "iterations_per_image_cap", "restarts", "restart_min_images", "exchange_starts"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr!r}")
         if self.init not in INIT_MODES:
@@ -142,14 +141,8 @@ class AttackConfig:
             problems.append(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
         if self.compile not in COMPILE_MODES:
             problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
-        if not (isinstance(self.restarts, int) and self.restarts >= 1):
-            problems.append(f"restarts must be an integer >= 1, got {self.restarts!r}")
         if self.restart_init not in INIT_MODES:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
-        if not (isinstance(self.restart_min_images, int) and self.restart_min_images >= 1):
-            problems.append(f"restart_min_images must be an integer >= 1, got {self.restart_min_images!r}")
-        if not (isinstance(self.exchange_starts, int) and self.exchange_starts >= 1):
-            problems.append(f"exchange_starts must be an integer >= 1, got {self.exchange_starts!r}")
         for name in ("exchange_rounds", "exchange_max_images", "polish_min_images"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
                 problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
