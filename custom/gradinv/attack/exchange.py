@@ -213,8 +213,9 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
                      deadline: float | None = None, progress: bool = False) -> ExchangeOutcome:
     """Polish ``images`` for ``initial_polish_iterations`` (if any); then, up to ``rounds`` times (none without
     ``pairs``): screen every candidate exchange of every slot pair briefly, polish the best-screened candidate of each
-    kind and, beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange is kept only when it beats
-    the polish alone); stop when a round lowers the loss by less than :data:`MIN_RELATIVE_GAIN`.
+    kind and, beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange
+    is kept only when it beats the polish alone); stop when a round lowers the loss by less than
+    :data:`MIN_RELATIVE_GAIN`.
     The result is never worse, by the attacker's loss, than ``images``."""
     def run_polish(start: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
         nonlocal total_iterations

@@ -34,6 +34,11 @@ BN_MODES = ("exact", "single_step")
 COMPILE_MODES = ("auto", "on", "off")
 
 
+#: The integer settings and their smallest allowed values.
+_INTEGER_MINIMUMS = {"iterations": 1, "iterations_per_image_cap": 1, "restarts": 1, "restart_min_images": 1,
+                     "exchange_starts": 1, "exchange_rounds": 0, "exchange_max_images": 0, "polish_min_images": 0}
+
+
 @dataclasses.dataclass(frozen=True)
 class AttackConfig:
     """All knobs of one inversion.
@@ -128,9 +133,9 @@ class AttackConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("iterations", "iterations_per_image_cap", "restarts", "restart_min_images", "exchange_starts"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                problems.append(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name, minimum in _INTEGER_MINIMUMS.items():
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= minimum):
+                problems.append(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr!r}")
         if self.init not in INIT_MODES:
@@ -143,9 +148,6 @@ class AttackConfig:
             problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.restart_init not in INIT_MODES:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
-        for name in ("exchange_rounds", "exchange_max_images", "polish_min_images"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
-                problems.append(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         for name in ("exchange_screen", "exchange_polish", "exchange_lr"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
