@@ -6,7 +6,8 @@ import torch
 from skimage.metrics import structural_similarity
 
 from gradinv.attack import attack_update, get_preset
-from gradinv.attack.invert import learning_rate
+from gradinv.attack.invert import coarsen, learning_rate
+from gradinv.errors import AttackInputError
 from gradinv.recipe import TrainingRecipe
 
 
@@ -112,3 +113,43 @@ def test_single_image_clients_run_once_whatever_the_restarts(natural_images, cli
     result = attack_update(model, global_state, diff, recipe, 1, get_preset("fast", {"iterations": 10, "restarts": 3}),
                            progress=False)
     assert result.runs == 1 and result.best_run == 0 and result.iterations == 10
+
+
+def test_coarse_phase_holds_multi_image_runs_to_coarse_detail(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 0])
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    coarse_throughout = get_preset("fast", {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange_rounds": 0,
+                                            "coarse_to_fine": [[1.0, 4]]})
+    result = attack_update(model, global_state, diff, recipe, 2, coarse_throughout, progress=False)
+    # Every iterate the run evaluated, the returned best one included, carries no detail finer than 4 px.
+    assert torch.allclose(result.images, coarsen(result.images, 4), atol=0.05)
+    assert not torch.allclose(images, coarsen(images, 4), atol=0.05)
+    full_detail = attack_update(model, global_state, diff, recipe, 2, coarse_throughout.replace(coarse_to_fine=()),
+                                progress=False)
+    assert not torch.allclose(full_detail.images, coarsen(full_detail.images, 4), atol=0.05)
+
+
+def test_coarse_phase_is_skipped_when_no_two_slots_share_a_label(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 1])
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    settings = {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange_rounds": 0}
+    coarse = attack_update(model, global_state, diff, recipe, 2,
+                           get_preset("fast", {**settings, "coarse_to_fine": [[1.0, 4]]}), progress=False)
+    plain = attack_update(model, global_state, diff, recipe, 2, get_preset("fast", {**settings, "coarse_to_fine": []}),
+                          progress=False)
+    assert coarse.label_counts_estimate == [1, 1]
+    assert torch.equal(coarse.images, plain.images)
+
+
+def test_coarse_phases_follow_the_configured_fractions():
+    config = get_preset("fast", {"coarse_to_fine": [[0.25, 4], [0.5, 2]]})
+    assert [config.detail_factor(i, 100) for i in (0, 24, 25, 49, 50, 99)] == [4, 4, 2, 2, 1, 1]
+    assert get_preset("paper").coarse_to_fine == () and get_preset("gpu").coarse_to_fine == ()
+
+
+@pytest.mark.parametrize("phases", [[[0.5, 4], [0.25, 2]], [[0.5, 1]], [[1.5, 2]], [[0.5, 2.5]], [[0.0, 2]], "coarse"])
+def test_malformed_coarse_phases_are_rejected(phases):
+    with pytest.raises(AttackInputError, match="coarse_to_fine"):
+        get_preset("fast", {"coarse_to_fine": phases})

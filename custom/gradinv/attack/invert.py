@@ -219,6 +219,7 @@ def invert(
             else:
                 label_logits = 4.0 * F.one_hot(labels_from_counts(label_counts), num_classes).float()
         label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
+        coarse_to_fine = label_counts is not None and max(label_counts) >= 2
         variables = [images] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
         run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
@@ -231,6 +232,10 @@ def invert(
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
             bn_weight = config.bn_weight(iteration, total_iterations)
+            factor = config.detail_factor(iteration, total_iterations) if coarse_to_fine else 1
+            if factor > 1:
+                with torch.no_grad():
+                    images.copy_(coarsen(images, factor))
             loss, terms, gradients = step(images, label_logits, bn_weight)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -335,6 +340,13 @@ def attack_update(
     """Validate what a server holds (global state, the client's state-dict diff, recipe, N) and invert it."""
     inputs = validate_attack_inputs(model, global_state, diff, recipe, num_images, round_num)
     return invert(model, inputs, config, prior=prior, num_classes=num_classes, **invert_kwargs)
+
+
+def coarsen(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """(N, C, H, W) ``images`` with detail finer than ``factor`` pixels removed (area down, bilinear up)."""
+    height, width = images.shape[-2:]
+    small = F.interpolate(images, size=(max(1, height // factor), max(1, width // factor)), mode="area")
+    return F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def _same_label_pairs(labels: list[int]) -> list[tuple[int, int]]:

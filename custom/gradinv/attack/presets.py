@@ -8,6 +8,8 @@
   Clients of 2 or more images get 3 runs (the first from the prior, then from random images) and the run with
   the lowest attack loss is kept: a single run on a 2-image batch ends in a local minimum (regions of the
   two images exchanged, in one measured case a final loss 16x the true images') in about 1 case in 6 with different labels.
+  When the label counts put two slots in one class, each run starts at coarse detail (``coarse_to_fine``: 4x coarser
+  for the first quarter, 2x until half-way), so that each slot commits to one image's layout before its detail.
   Clients of 2 or more images then get 3000 noise-free iterations at a low step size on the best run (``polish``);
   when slots share a label (the hard case), a region-exchange search from the 2 best runs follows on clients of up
   to 2 images (``exchange_*``; see :mod:`gradinv.attack.exchange`).
@@ -75,6 +77,12 @@ class AttackConfig:
         restart_init: ``init`` of every run after the first (the first uses ``init``): ``random`` starts far
             from the first run's basin.
         restart_min_images: clients with fewer images run once (one image converges reliably from the prior).
+        coarse_to_fine: ``(fraction, factor)`` phases of each run when the analytic label counts say that two slots
+            share a label: until ``fraction`` of a run's iterations, the images are held to ``factor`` x coarser
+            detail (area-downsampled and bilinearly upsampled before each step). At full detail from the start, a
+            same-label batch breaks the symmetry between its slots pixel by pixel and ends in a fine patchwork of
+            both images that few exchanges undo; at coarse detail each slot first commits to one image's layout,
+            and the exchange search is left with fewer, larger misassigned regions. ``()`` = off.
         polish: after the runs, clients of at least ``polish_min_images`` images get this many times ``iterations``
             more Adam steps on the best iterate at ``exchange_lr`` decaying to 0, without Langevin noise (0 = off).
             The runs end under-converged on multi-image batches: measured on mixed-label pairs from image sources
@@ -120,6 +128,7 @@ class AttackConfig:
     restarts: int = 3
     restart_init: str = "random"
     restart_min_images: int = 2
+    coarse_to_fine: tuple[tuple[float, int], ...] = ((0.25, 4), (0.5, 2))
     polish: float = 3.0
     polish_min_images: int = 2
     exchange_rounds: int = 6
@@ -151,6 +160,7 @@ class AttackConfig:
         for name in ("exchange_screen", "exchange_polish", "exchange_lr"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
+        problems += _coarse_to_fine_problems(self.coarse_to_fine)
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             problems.append(f"time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
         for name in ("update_cosine", "update_l2", "bn", "tv_l2", "l2", "energy", "init_noise", "polish"):
@@ -191,6 +201,13 @@ class AttackConfig:
         """Noise-free iterations on the best iterate after the runs (0 for clients below ``polish_min_images``)."""
         return round(self.polish * self.iterations) if num_images >= self.polish_min_images else 0
 
+    def detail_factor(self, iteration: int, total: int) -> int:
+        """How many times coarser than the input a coarse-to-fine run holds the images at ``iteration`` (1 = full)."""
+        for fraction, factor in self.coarse_to_fine:
+            if iteration < fraction * total:
+                return factor
+        return 1
+
     def init_of_run(self, run: int) -> str:
         return self.init if run == 0 else self.restart_init
 
@@ -200,10 +217,27 @@ class AttackConfig:
             raise AttackInputError(f"unknown attack settings {unknown}")
         if "betas" in overrides:
             overrides["betas"] = tuple(overrides["betas"])
+        if "coarse_to_fine" in overrides:
+            overrides["coarse_to_fine"] = tuple(tuple(phase) for phase in overrides["coarse_to_fine"])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _coarse_to_fine_problems(phases: Any) -> list[str]:
+    problem = ("coarse_to_fine must be a list of (fraction, factor) pairs with fractions increasing in (0, 1] and "
+               f"integer factors >= 2, got {phases!r}")
+    try:
+        fractions = [float(fraction) for fraction, _ in phases]
+        factors = [factor for _, factor in phases]
+    except (TypeError, ValueError):
+        return [problem]
+    increasing = all(a < b for a, b in zip([0.0] + fractions, fractions))
+    if not (increasing and (not fractions or fractions[-1] <= 1)
+            and all(isinstance(f, int) and not isinstance(f, bool) and f >= 2 for f in factors)):
+        return [problem]
+    return []
 
 
 PRESETS: dict[str, AttackConfig] = {
@@ -220,10 +254,12 @@ PRESETS: dict[str, AttackConfig] = {
         labels="soft",
         clamp=False,
         restarts=1,
+        coarse_to_fine=(),
         polish=0.0,
         exchange_rounds=0,
     ),
-    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, polish=0.0, exchange_rounds=0),
+    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0,
+                        exchange_rounds=0),
 }
 
 
