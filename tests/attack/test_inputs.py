@@ -111,6 +111,10 @@ def test_bad_presets_and_overrides():
         get_preset("fast", {"bn_end": -0.1})
     with pytest.raises(AttackInputError, match="at least one of"):
         get_preset("fast", {"update_cosine": 0.0, "bn": 0.0, "bn_end": None})
+    for betas in (0.9, [0.9], [0.9, 1.0], ["0.9", 0.9]):
+        with pytest.raises(AttackInputError, match="betas must be two numbers"):
+            get_preset("fast", {"betas": betas})
+    assert get_preset("fast", {"betas": [0.5, 0.99]}).betas == (0.5, 0.99)
 
 
 def test_bn_weight_ramps_linearly_over_a_run():

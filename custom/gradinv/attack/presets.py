@@ -147,6 +147,10 @@ class AttackConfig:
                 problems.append(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.betas, tuple) and len(self.betas) == 2
+                and all(isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0 <= beta < 1
+                        for beta in self.betas)):
+            problems.append(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.init not in INIT_MODES:
             problems.append(f"init must be one of {INIT_MODES}, got {self.init!r}")
         if self.labels not in LABEL_MODES:
@@ -215,14 +219,18 @@ class AttackConfig:
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise AttackInputError(f"unknown attack settings {unknown}")
-        if "betas" in overrides:
-            overrides["betas"] = tuple(overrides["betas"])
-        if "coarse_to_fine" in overrides:
-            overrides["coarse_to_fine"] = tuple(tuple(phase) for phase in overrides["coarse_to_fine"])
+        for name in ("betas", "coarse_to_fine"):
+            if name in overrides:
+                overrides[name] = _as_tuples(overrides[name])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists (as JSON gives them) as tuples, nested ones too; anything else as it is, for the checks to judge."""
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value
 
 
 def _coarse_to_fine_problems(phases: Any) -> list[str]:
