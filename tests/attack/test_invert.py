@@ -106,6 +106,19 @@ def test_multi_image_clients_get_restarts_and_keep_the_lowest_loss_run(natural_i
     assert result.loss <= min(best_of_each_run) + 1e-6
 
 
+def test_clients_the_exchange_search_runs_on_draw_exchange_restarts_runs(natural_images, client_update):
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    settings = {"iterations": 5, "restarts": 2, "exchange_restarts": 4, "polish": 0.0, "exchange_rounds": 1,
+                "exchange_screen": 0.2, "exchange_polish": 0.2}
+    runs = {}
+    for name, labels in (("same", [0, 0]), ("mixed", [0, 1])):
+        model, global_state, diff = client_update("bn_cnn", natural_images(2, 32), torch.tensor(labels), recipe)
+        result = attack_update(model, global_state, diff, recipe, 2, get_preset("fast", settings), progress=False)
+        runs[name] = (result.label_counts_estimate, result.runs, {record["run"] for record in result.history})
+    assert runs["same"] == ([2, 0], 4, {0, 1, 2, 3})
+    assert runs["mixed"] == ([1, 1], 2, {0, 1})
+
+
 def test_single_image_clients_run_once_whatever_the_restarts(natural_images, client_update):
     images, labels = natural_images(1, 32), torch.tensor([1])
     recipe = TrainingRecipe()

@@ -192,7 +192,18 @@ def invert(
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
-    runs = config.runs(inputs.num_images)
+    label_counts = None
+    if config.labels != "soft":
+        first_images = _initial_images(config.init_of_run(0), config.init_noise, prior, inputs.num_images, input_shape,
+                                       _run_generator(seed, 0)).to(device)
+        with torch.no_grad():
+            mean_probabilities = _mean_prediction(objective, first_images, inputs.recipe)
+        label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
+    shares_label = label_counts is not None and max(label_counts) >= 2
+    # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
+    searched_by_label = (shares_label and bool(config.exchange_rounds)
+                         and inputs.num_images <= config.exchange_max_images)
+    runs = config.runs(inputs.num_images, searched=searched_by_label)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
     step = make_attack_step(objective, config, total_iterations * runs,
                             lambda logits: _targets(logits, inputs.recipe),
@@ -201,25 +212,16 @@ def invert(
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
-    label_counts = None
 
     for restart in range(runs):
-        generator = torch.Generator(device="cpu").manual_seed(seed * 7919 + restart)
+        generator = _run_generator(seed, restart)
         images = _initial_images(config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape,
                                  generator).to(device).requires_grad_(True)
-        if config.labels == "soft":
+        if label_counts is None:
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
         else:
-            if label_counts is None:
-                with torch.no_grad():
-                    mean_probabilities = _mean_prediction(objective, images, inputs.recipe)
-                label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
-            if label_counts is None:
-                label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
-            else:
-                label_logits = 4.0 * F.one_hot(labels_from_counts(label_counts), num_classes).float()
+            label_logits = 4.0 * F.one_hot(labels_from_counts(label_counts), num_classes).float()
         label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
-        coarse_to_fine = label_counts is not None and max(label_counts) >= 2
         variables = [images] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
         run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
@@ -232,7 +234,7 @@ def invert(
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
             bn_weight = config.bn_weight(iteration, total_iterations)
-            factor = config.detail_factor(iteration, total_iterations) if coarse_to_fine else 1
+            factor = config.detail_factor(iteration, total_iterations) if shares_label else 1
             if factor > 1:
                 with torch.no_grad():
                     images.copy_(coarsen(images, factor))
@@ -355,6 +357,11 @@ def _same_label_pairs(labels: list[int]) -> list[tuple[int, int]]:
 
 def _targets(label_logits: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:
     return torch.sigmoid(label_logits) if recipe.loss == "bce" else torch.softmax(label_logits, dim=1)
+
+
+def _run_generator(seed: int, run: int) -> torch.Generator:
+    """The generator of one run's initial images, random labels and Langevin noise."""
+    return torch.Generator(device="cpu").manual_seed(seed * 7919 + run)
 
 
 def _input_shape(model: nn.Module) -> tuple[int, int, int]:

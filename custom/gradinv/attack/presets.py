@@ -12,7 +12,8 @@
   for the first quarter, 2x until half-way), so that each slot commits to one image's layout before its detail.
   Clients of 2 or more images then get 3000 noise-free iterations at a low step size on the best run (``polish``);
   when slots share a label (the hard case), a region-exchange search from the 2 best runs follows on clients of up
-  to 2 images (``exchange_*``; see :mod:`gradinv.attack.exchange`).
+  to 2 images (``exchange_*``; see :mod:`gradinv.attack.exchange`); those clients draw 6 runs rather than 3
+  (``exchange_restarts``), so that the search starts from better runs.
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
@@ -38,7 +39,8 @@ COMPILE_MODES = ("auto", "on", "off")
 
 #: The integer settings and their smallest allowed values.
 _INTEGER_MINIMUMS = {"iterations": 1, "iterations_per_image_cap": 1, "restarts": 1, "restart_min_images": 1,
-                     "exchange_starts": 1, "exchange_rounds": 0, "exchange_max_images": 0, "polish_min_images": 0}
+                     "exchange_restarts": 1, "exchange_starts": 1, "exchange_rounds": 0, "exchange_max_images": 0,
+                     "polish_min_images": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,9 @@ class AttackConfig:
             images that gradient steps do not leave; each round tries exchanging regions between such slots and
             keeps an exchange only if the attacker's loss falls.
         exchange_max_images: clients with more images skip the search (its cost grows with the slot pairs).
+        exchange_restarts: runs (in place of ``restarts``) for the clients the search runs on: the search improves
+            a start by a few exchanges and cannot rescue a start that is a fine blend, so it pays to draw more runs
+            and search from the best (a run costs a fraction of a search).
         exchange_starts: the search runs from the best iterates of this many runs (lowest loss first), and the
             lowest loss it reaches is kept: the greedy search ends in different states from different patchworks.
         exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
@@ -133,6 +138,7 @@ class AttackConfig:
     polish_min_images: int = 2
     exchange_rounds: int = 6
     exchange_max_images: int = 2
+    exchange_restarts: int = 6
     exchange_starts: int = 2
     exchange_screen: float = 0.08
     exchange_polish: float = 0.4
@@ -192,9 +198,12 @@ class AttackConfig:
         """Iterations of one run (restart)."""
         return self.iterations * min(num_images, self.iterations_per_image_cap)
 
-    def runs(self, num_images: int) -> int:
-        """How many independent runs an attack on ``num_images`` images makes."""
-        return self.restarts if num_images >= self.restart_min_images else 1
+    def runs(self, num_images: int, searched: bool = False) -> int:
+        """How many independent runs an attack on ``num_images`` images makes (``searched``: the exchange search
+        follows them)."""
+        if num_images < self.restart_min_images:
+            return 1
+        return self.exchange_restarts if searched else self.restarts
 
     def exchange_iterations(self) -> tuple[int, int]:
         """(screen, polish) iterations of the region-exchange search."""
