@@ -100,8 +100,8 @@ class AttackConfig:
         exchange_restarts: runs (in place of ``restarts``) for the clients the search runs on because their analytic
             label counts put two slots in one class: the search improves a start by a few exchanges and cannot
             rescue a start that is a fine blend, so it pays to draw more runs and search from the best (a run costs
-            a fraction of a search). Measured on 10 same-label pairs (README), 6 runs against 3: mean SSIM 0.853 ->
-            0.885 (3 up, 1 down, 6 the same), up to 1.8x the time.
+            a fraction of a search). Measured on 12 same-label pair runs (README), 6 runs against 3: mean SSIM 0.847 ->
+            0.872 (3 up, 1 down, 8 the same), up to 2x the time.
         exchange_starts: the search runs from the best iterates of this many runs (lowest loss first), and the
             lowest loss it reaches is kept: the greedy search ends in different states from different patchworks.
         exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
