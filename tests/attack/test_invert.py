@@ -162,7 +162,8 @@ def test_coarse_phases_follow_the_configured_fractions():
     assert get_preset("paper").coarse_to_fine == () and get_preset("gpu").coarse_to_fine == ()
 
 
-@pytest.mark.parametrize("phases", [[[0.5, 4], [0.25, 2]], [[0.5, 1]], [[1.5, 2]], [[0.5, 2.5]], [[0.0, 2]], "coarse", 4, [4]])
+@pytest.mark.parametrize("phases", [[[0.5, 4], [0.25, 2]], [[0.5, 1]], [[1.5, 2]], [[0.5, 2.5]], [[0.0, 2]], "coarse",
+                                    4, [4]])
 def test_malformed_coarse_phases_are_rejected(phases):
     with pytest.raises(AttackInputError, match="coarse_to_fine"):
         get_preset("fast", {"coarse_to_fine": phases})

@@ -200,10 +200,9 @@ def invert(
             mean_probabilities = _mean_prediction(objective, first_images, inputs.recipe)
         label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
     shares_label = label_counts is not None and max(label_counts) >= 2
+    searchable = bool(config.exchange_rounds) and inputs.num_images <= config.exchange_max_images
     # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
-    searched_by_label = (shares_label and bool(config.exchange_rounds)
-                         and inputs.num_images <= config.exchange_max_images)
-    runs = config.runs(inputs.num_images, searched=searched_by_label)
+    runs = config.runs(inputs.num_images, searched=searchable and shares_label)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
     step = make_attack_step(objective, config, total_iterations * runs,
                             lambda logits: _targets(logits, inputs.recipe),
@@ -276,8 +275,7 @@ def invert(
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
     slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
-    searched = config.exchange_rounds and inputs.num_images <= config.exchange_max_images
-    pairs = _same_label_pairs(slot_labels.tolist()) if searched else []
+    pairs = _same_label_pairs(slot_labels.tolist()) if searchable else []
     initial_polish = config.polish_iterations(inputs.num_images)
     if stopped == "completed" and (pairs or initial_polish):
         screen_iterations, polish_iterations = config.exchange_iterations()
