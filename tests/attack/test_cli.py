@@ -122,6 +122,9 @@ def _bad(tmp_path, flat_folder):
     (broken / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
+    newline_name = tmp_path / "newline"
+    newline_name.mkdir()
+    (newline_name / "bad\nname.png").write_text("a text file with a newline in its name")
     folder = str(flat_folder)
     return {
         "missing folder": (["--images", str(tmp_path / "nowhere")], ["nowhere", "not found"]),
@@ -145,13 +148,15 @@ def _bad(tmp_path, flat_folder):
         "no CUDA": (["--images", folder, "--device", "cuda:7"], ["--device"]),
         "not a device": (["--images", folder, "--device", "toaster"], ["--device", "toaster"]),
         "not a number": (["--images", folder, "--num-images", "two"], ["--num-images", "two"]),
+        "unknown option": (["--images", folder, "--bogus", "1"], ["unrecognized arguments", "--bogus 1"]),
+        "newline in a file name": (["--images", str(newline_name)], ["bad name.png", "not a readable image"]),
     }
 
 
 CASES = ["missing folder", "empty folder", "only non-image files", "fewer images than N", "unreadable image", "N < 1",
          "B < 1", "E < 1", "lr <= 0", "iterations < 1", "unknown model", "unknown preset", "resolution not divisible",
          "resolution too small", "resolution too small for the model", "unreadable prior", "out is a file", "no CUDA",
-         "not a device", "not a number"]
+         "not a device", "not a number", "unknown option", "newline in a file name"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -44,3 +44,36 @@ def test_images_per_site_must_be_positive_integers(tmp_path: Path, capsys: pytes
     with pytest.raises(SystemExit):
         main(["data", "datalists", "--images-per-site", "1,x", "--out", str(tmp_path)])
     assert "positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, words", [
+    ([], ["required", "--images-per-site", "--out"]),
+    (["--images-per-site", "0", "--out", "x"], ["--images-per-site", "positive integers", "'0'"]),
+    (["--images-per-site", "1", "--out", "x", "--bogus"], ["unrecognized arguments: --bogus"]),
+])
+def test_argument_errors_are_one_line_named_after_the_subcommand(arguments: list[str], words: list[str],
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["data", "datalists", *arguments])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradinv data datalists: error: ")
+    for word in words:
+        assert word in lines[0]
+
+
+def test_a_closed_stdout_ends_quietly(flat_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    code = main(["data", "datalists", "--source", str(flat_folder), "--images-per-site", "1",
+                 "--out", str(tmp_path / "lists")])
+    assert code == 141
+    assert capsys.readouterr().err == ""
+    assert (tmp_path / "lists" / "site-1.json").is_file()  # the files were written before the output failed

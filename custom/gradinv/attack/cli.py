@@ -89,13 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folder for reconstruction.png and metrics.json (created 0700)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    parser.set_defaults(func=run_attack)
-    parser.error = _one_line_error  # argparse's own errors (e.g. --num-images abc) in one line too
-
-
-def _one_line_error(message: str) -> None:
-    print(f"gradinv attack: error: {message} (see gradinv attack --help)", file=sys.stderr)
-    sys.exit(2)
+    parser.set_defaults(func=run_attack)  # argparse's own errors are one line too (gradinv.cli's parser class)
 
 
 # --- validation -------------------------------------------------------------------------------------------
