@@ -12,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from gradinv import __version__
 from gradinv.errors import GradinvError
@@ -33,6 +34,14 @@ def one_line(text: object) -> str:
     """``text`` with every run of white space (newlines and tabs from embedded exceptions, a file name
     with a newline) folded into one space, so that an error message stays one line."""
     return " ".join(str(text).split())
+
+
+def path_argument(text: str) -> Path:
+    """argparse ``type`` of a path option: refuses an empty path, which ``Path`` would read as the current
+    folder (so that ``--images "$UNSET"`` cannot silently attack, or write into, whatever the shell is in)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path is not allowed (it would mean the current folder); give a path")
+    return Path(text).expanduser()
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

@@ -150,13 +150,25 @@ def _bad(tmp_path, flat_folder):
         "not a number": (["--images", folder, "--num-images", "two"], ["--num-images", "two"]),
         "unknown option": (["--images", folder, "--bogus", "1"], ["unrecognized arguments", "--bogus 1"]),
         "newline in a file name": (["--images", str(newline_name)], ["bad name.png", "not a readable image"]),
+        "empty images path": (["--images", ""], ["--images", "empty path"]),
+        "empty out path": (["--images", folder, "--out", ""], ["--out", "empty path"]),
+        "empty prior path": (["--images", folder, "--prior", ""], ["--prior", "empty path"]),
+        "out is the images folder": (["--images", folder, "--out", folder], ["--out", "inside --images", "outside"]),
+        "out inside the images folder": (["--images", folder, "--out", str(flat_folder / "run")],
+                                         ["run is inside --images", "reconstruction.png"]),
+        "seed out of range": (["--images", folder, "--seed", str(2**63 - 1)], ["--seed", "-2147483648 to 2147483647"]),
+        "resolution too large": (["--images", folder, "--resolution", "100000"], ["--resolution", "at most 1024"]),
+        "unsupported device": (["--images", folder, "--device", "mps"], ["--device 'mps'", "auto, cpu, cuda or cuda:N"]),
+        "training diverged": (["--images", folder, "--lr", "1e30"], ["training diverged", "smaller --lr"]),
     }
 
 
 CASES = ["missing folder", "empty folder", "only non-image files", "fewer images than N", "unreadable image", "N < 1",
          "B < 1", "E < 1", "lr <= 0", "iterations < 1", "unknown model", "unknown preset", "resolution not divisible",
          "resolution too small", "resolution too small for the model", "unreadable prior", "out is a file", "no CUDA",
-         "not a device", "not a number", "unknown option", "newline in a file name"]
+         "not a device", "not a number", "unknown option", "newline in a file name", "empty images path",
+         "empty out path", "empty prior path", "out is the images folder", "out inside the images folder",
+         "seed out of range", "resolution too large", "unsupported device", "training diverged"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -183,6 +195,20 @@ def test_bad_input_is_one_line_exit_2(case, flat_folder, tmp_path, capsys):
         assert word in lines[0], (word, lines[0])
     assert captured.out == ""
     assert not (tmp_path / "out" / "metrics.json").exists()
+    assert sorted(path.name for path in flat_folder.iterdir()) == ["00_camera.png", "01_moon.png", "02_coins.png"]
+
+
+def test_a_cuda_index_beyond_the_machines_devices_is_refused(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from gradinv.attack.cli import parse_device
+    from gradinv.errors import GradinvError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert str(parse_device("cuda:1")) == "cuda:1" and str(parse_device("cuda")) == "cuda"
+    with pytest.raises(GradinvError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        parse_device("cuda:2")
+    assert str(parse_device("cpu")) == "cpu"
 
 
 def test_every_bad_input_case_is_tested(flat_folder, tmp_path):

@@ -50,6 +50,9 @@ def test_images_per_site_must_be_positive_integers(tmp_path: Path, capsys: pytes
     ([], ["required", "--images-per-site", "--out"]),
     (["--images-per-site", "0", "--out", "x"], ["--images-per-site", "positive integers", "'0'"]),
     (["--images-per-site", "1", "--out", "x", "--bogus"], ["unrecognized arguments: --bogus"]),
+    (["--source", "", "--images-per-site", "1", "--out", "x"], ["--source", "empty path"]),
+    (["--images-per-site", "1", "--out", ""], ["--out", "empty path"]),
+    (["--images-per-site", "1", "--out", "x", "--cache", " "], ["--cache", "empty path"]),
 ])
 def test_argument_errors_are_one_line_named_after_the_subcommand(arguments: list[str], words: list[str],
                                                                  capsys: pytest.CaptureFixture) -> None:

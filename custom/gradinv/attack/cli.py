@@ -26,11 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from gradinv.cli import path_argument
 from gradinv.errors import GradinvError
 
 RECONSTRUCTION_PNG = "reconstruction.png"
@@ -39,6 +41,12 @@ METRICS_JSON = "metrics.json"
 METRIC_KEYS = ("ssim", "psnr", "lpips", "rdlv", "label_accuracy")
 #: SSIM's 7x7 window needs at least this many pixels per side.
 MIN_RESOLUTION = 7
+#: The attack optimises every pixel of every image; the paper's model works at 224 px.
+MAX_RESOLUTION = 1024
+#: ``--seed`` range (it seeds torch, which takes 64-bit seeds, after the attack derives per-run seeds from it).
+SEED_RANGE = (-(2**31), 2**31 - 1)
+#: ``--device`` values: CUDA when available, the CPU, or one CUDA device.
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 #: Classes of the model when the folder gives fewer (a flat folder, or one class folder): a one-output
 #: cross-entropy classifier has a zero gradient, so there would be nothing to attack.
 MIN_CLASSES = 2
@@ -61,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "label (i + seed) % 2. Exit status 2 with a one-line message for bad input."
         ),
     )
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of images (flat or class subfolders)")
+    parser.add_argument("--images", required=True, type=path_argument, metavar="DIR", help="folder of images (flat or class subfolders)")
     parser.add_argument("--num-images", type=int, default=1, metavar="N",
                         help="the client's images: the first N of DIR in sorted order (default 1)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",
@@ -78,15 +86,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "run with the lowest attack loss; default: the preset's, 1000 for fast)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model initialisation, the batch order, flat-folder labels and the attack")
-    parser.add_argument("--prior", default=None, metavar="IMAGE",
+    parser.add_argument("--prior", default=None, type=path_argument, metavar="IMAGE",
                         help="image the attack starts from and RDLV is relative to "
                              "(default: the bundled public sample set's mean image)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, metavar="T",
                         help="CPU threads for PyTorch (default: PyTorch's own choice; 1 can be much faster on a "
                              "CPU shared with other busy processes)")
-    parser.add_argument("--out", required=True, type=Path, metavar="OUTDIR",
-                        help="folder for reconstruction.png and metrics.json (created 0700)")
+    parser.add_argument("--out", required=True, type=path_argument, metavar="OUTDIR",
+                        help="folder for reconstruction.png and metrics.json (created 0700); not inside DIR")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(func=run_attack)  # argparse's own errors are one line too (gradinv.cli's parser class)
@@ -109,6 +117,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise GradinvError(f"--threads must be at least 1, got {args.threads}")
     if args.resolution < MIN_RESOLUTION:
         raise GradinvError(f"--resolution must be at least {MIN_RESOLUTION} px (SSIM's window), got {args.resolution}")
+    if args.resolution > MAX_RESOLUTION:
+        raise GradinvError(f"--resolution must be at most {MAX_RESOLUTION} px (the attack optimises every pixel; the "
+                           f"paper's model uses 224), got {args.resolution}")
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise GradinvError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {args.seed}")
 
     from gradinv.attack.presets import PRESETS
     from gradinv.models import MODEL_NAMES
@@ -120,6 +133,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise GradinvError(f"--out {out} exists and is not a folder")
+    images = Path(args.images).expanduser().resolve()
+    if images.is_dir() and (out.resolve() == images or images in out.resolve().parents):
+        raise GradinvError(f"--out {out} is inside --images {args.images}: the next run would read its "
+                           f"{RECONSTRUCTION_PNG} back as a patient image; choose an --out folder outside the images")
 
 
 def parse_device(name: str):
@@ -128,12 +145,18 @@ def parse_device(name: str):
 
     from gradinv.attack import resolve_device
 
+    if not DEVICE_PATTERN.fullmatch(name):
+        raise GradinvError(f"--device {name!r} is not a device gradinv runs on; use auto, cpu, cuda or cuda:N")
     try:
         device = resolve_device(name)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:  # e.g. an index beyond what torch can hold
         raise GradinvError(f"--device {name!r} is not a device: {exc}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise GradinvError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.index is not None and device.index >= count:
+        raise GradinvError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                           "use one of them, cuda or auto")
     return device
 
 
@@ -169,6 +192,17 @@ def _build_model(name: str, num_classes: int, resolution: int, batch_sizes: set[
             raise GradinvError(f"model {name!r} gives outputs of shape {tuple(logits.shape)} at {resolution} px; "
                                f"expected ({batch}, {num_classes})")
     return model
+
+
+def _check_training_converged(client, recipe, images, labels, loss: float, lr: float) -> None:
+    """A client whose local training diverged (non-finite loss during or after it) has no update worth inverting."""
+    import torch
+
+    with torch.no_grad():
+        after = float(recipe.loss_value(client(images), labels))
+    if not (math.isfinite(loss) and math.isfinite(after)):
+        raise GradinvError(f"the client's local training diverged (non-finite loss with --lr {lr:g}); "
+                           "use a smaller --lr, e.g. 0.01")
 
 
 def _load_prior(path: str | None, resolution: int):
@@ -229,6 +263,7 @@ def run_attack(args: argparse.Namespace) -> int:
     client = copy.deepcopy(model)
     training = recipe.train(client, images, labels)
     diff = {name: client.state_dict()[name] - global_state[name] for name in global_state}
+    _check_training_converged(client, recipe, images, labels, training["loss"], args.lr)
     del client
 
     # The attacker: global state, diff, recipe and N only.

@@ -7,8 +7,8 @@ command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from gradinv.cli import path_argument
 from gradinv.errors import DataError
 
 
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "build", help="build the offline sample set of real medical images (seconds, no download)",
         description="Assemble the two-class sample set (mri vs xray_ct) from installed packages and print "
                     "where it is and what it holds. Does nothing if a complete set is already there.")
-    build.add_argument("--out", type=Path, default=None,
+    build.add_argument("--out", type=path_argument, default=None,
                        help="folder for the set (default: <GRADINV_HOME or the environment>/share/gradinv/data/sample)")
     build.add_argument("--force", action="store_true", help="rebuild even if a complete set exists")
     build.set_defaults(func=_build)
@@ -92,14 +92,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "datalists", help="write one decathlon-style datalist per site from an image source",
         description="Give each site its own class-balanced, disjoint images from SOURCE and write "
                     "<OUT>/site-1.json, site-2.json, ... Without --source, the sample set's train split is used.")
-    datalists.add_argument("--source", default=None,
+    datalists.add_argument("--source", default=None, type=path_argument,
                            help="folder (class subfolders, COVID-19 Radiography Database layout, or flat), "
                                 "MedMNIST .npz, CSV (path,label) or JSON datalist")
     datalists.add_argument("--images-per-site", type=_images_per_site, required=True, metavar="N1,N2,...",
                            help="training images per site, e.g. 1,2,4 (sites are named site-1, site-2, ...)")
-    datalists.add_argument("--out", type=Path, required=True, help="folder to write the datalists to")
+    datalists.add_argument("--out", type=path_argument, required=True, help="folder to write the datalists to")
     datalists.add_argument("--seed", type=int, default=0, help="shuffling seed (default 0)")
-    datalists.add_argument("--test-source", default=None,
+    datalists.add_argument("--test-source", default=None, type=path_argument,
                            help="separate source of held-out test images (default: the source's own test split, "
                                 "else images held out from the source)")
     datalists.add_argument("--test-images", type=int, default=None,
@@ -107,6 +107,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 "test split if it has one, else up to 40 of the images the sites do not use)")
     datalists.add_argument("--classes", type=_class_list, default=None, metavar="A,B",
                            help="class folders to use, in label order (e.g. Normal,COVID)")
-    datalists.add_argument("--cache", type=Path, default=None,
+    datalists.add_argument("--cache", type=path_argument, default=None,
                            help="where a MedMNIST .npz is extracted to PNG (default under GRADINV_HOME)")
     datalists.set_defaults(func=_datalists)
