@@ -125,6 +125,8 @@ def _bad(tmp_path, flat_folder):
     newline_name = tmp_path / "newline"
     newline_name.mkdir()
     (newline_name / "bad\nname.png").write_text("a text file with a newline in its name")
+    nan_prior = tmp_path / "nan.tif"
+    Image.fromarray(np.full((16, 16), np.nan, dtype=np.float32), mode="F").save(nan_prior)
     folder = str(flat_folder)
     return {
         "missing folder": (["--images", str(tmp_path / "nowhere")], ["nowhere", "not found"]),
@@ -160,6 +162,8 @@ def _bad(tmp_path, flat_folder):
         "resolution too large": (["--images", folder, "--resolution", "100000"], ["--resolution", "at most 1024"]),
         "unsupported device": (["--images", folder, "--device", "mps"], ["--device 'mps'", "auto, cpu, cuda or cuda:N"]),
         "training diverged": (["--images", folder, "--lr", "1e30"], ["training diverged", "smaller --lr"]),
+        "prior with NaN pixels": (["--images", folder, "--prior", str(nan_prior)], ["--prior", "nan.tif", "NaN"]),
+        "prior is a folder": (["--images", folder, "--prior", str(empty)], ["--prior", "is a folder"]),
     }
 
 
@@ -168,7 +172,8 @@ CASES = ["missing folder", "empty folder", "only non-image files", "fewer images
          "resolution too small", "resolution too small for the model", "unreadable prior", "out is a file", "no CUDA",
          "not a device", "not a number", "unknown option", "newline in a file name", "empty images path",
          "empty out path", "empty prior path", "out is the images folder", "out inside the images folder",
-         "seed out of range", "resolution too large", "unsupported device", "training diverged"]
+         "seed out of range", "resolution too large", "unsupported device", "training diverged",
+         "prior with NaN pixels", "prior is a folder"]
 
 
 @pytest.mark.parametrize("case", CASES)

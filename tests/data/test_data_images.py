@@ -114,3 +114,127 @@ def test_load_images_returns_tensors(tmp_path: Path) -> None:
 def test_load_images_rejects_an_empty_list() -> None:
     with pytest.raises(DataError, match="empty"):
         load_images([], 8)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims width x height pixels (no pixel data): what a decompression bomb looks like."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + header
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(header)) + chunk
+                     + struct.pack(">I", zlib.crc32(chunk)) + b"\0\0\0\0IEND\xaeB`\x82")
+    return path
+
+
+def test_an_image_over_the_pixel_limit_is_named_with_the_limit(tmp_path: Path) -> None:
+    from gradinv.data.images import max_image_pixels
+
+    bomb = _png_header_only(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(DataError, match=rf"bomb.png: .*too large: 10,000,000,000 pixels, over the limit of "
+                                        rf"{max_image_pixels():,} pixels"):
+        load_image(bomb, 16)
+
+
+def test_large_images_under_the_limit_load_without_warnings_and_dicom_has_the_same_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # limit 2000 px: PIL warns above 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(write_png(tmp_path / "large.png", size=40), 8).shape == (8, 8)  # 1600 px
+    with pytest.raises(DataError, match="huge.png: .*too large: 2,500 pixels, over the limit of 2,000"):
+        load_image(write_png(tmp_path / "huge.png", size=50), 8)
+    with pytest.raises(DataError, match="huge.dcm: .*too large: 2,500 pixels"):
+        load_image(write_dicom(tmp_path / "huge.dcm", np.zeros((50, 50), dtype=np.uint16)), 8)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused_by_name(tmp_path: Path, bad: float) -> None:
+    pixels = gradient_image(16).astype(np.float32) / 255.0 * 3.0  # float TIFF outside [0, 1]: min-max scaled
+    pixels[4, 4] = bad
+    Image.fromarray(pixels, mode="F").save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match="float.tif: .*NaN or infinite pixel values"):
+        load_image(tmp_path / "float.tif", 8)
+    pixels[4, 4] = 0.5
+    Image.fromarray(pixels, mode="F").save(tmp_path / "finite.tif")
+    assert np.isfinite(load_image(tmp_path / "finite.tif", 8)).all()
+
+
+def test_a_dicom_rescale_to_infinity_is_refused_without_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    path = write_dicom(tmp_path / "slope.dcm", np.full((16, 16), 60000, dtype=np.uint16), slope=1e308)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="slope.dcm: .*NaN or infinite pixel values"):
+            load_image(path, 8)
+
+
+def test_float_dicom_pixel_data_loads(tmp_path: Path) -> None:
+    import pydicom
+
+    path = write_dicom(tmp_path / "float.dcm", np.zeros((16, 16), dtype=np.uint16))
+    dataset = pydicom.dcmread(path)
+    del dataset.PixelData
+    dataset.BitsAllocated = 32
+    del dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation, dataset.RescaleSlope, dataset.RescaleIntercept
+    dataset.FloatPixelData = np.tile(np.linspace(0, 1, 16, dtype=np.float32), (16, 1)).tobytes()
+    dataset.save_as(path)
+    image = load_image(path, 8)
+    assert image[:, -1].mean() > 0.9 and image[:, 0].mean() < 0.1
+
+
+def test_dicom_conversion_errors_name_the_file(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "palette.dcm", np.zeros((8, 8), dtype=np.uint16), photometric="PALETTE COLOR")
+    with pytest.raises(DataError, match="palette.dcm: not a readable image .*Palette Color Lookup Table"):
+        load_image(path, 8)
+
+
+def test_the_decoder_plugin_hint_only_for_compressed_dicom(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    short = write_dicom(tmp_path / "short.dcm", np.zeros((16, 16), dtype=np.uint16))
+    dataset = pydicom.dcmread(short)
+    dataset.PixelData = dataset.PixelData[:100]
+    dataset.save_as(short)
+    with pytest.raises(DataError, match="short.dcm: .*cannot be decoded") as uncompressed:
+        load_image(short, 8)
+    assert "decoder plugin" not in str(uncompressed.value)
+
+    dataset = pydicom.dcmread(write_dicom(tmp_path / "jpegls.dcm", np.zeros((16, 16), dtype=np.uint16)))
+    dataset.file_meta.TransferSyntaxUID = JPEGLSLossless
+    dataset.PixelData = encapsulate([b"not a JPEG-LS stream"])
+    dataset["PixelData"].VR = "OB"
+    dataset.save_as(tmp_path / "jpegls.dcm", enforce_file_format=True)
+    with pytest.raises(DataError, match="(?s)jpegls.dcm: .*compressed transfer syntax needs a decoder plugin"):
+        load_image(tmp_path / "jpegls.dcm", 8)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is a text file\n"])
+def test_a_dcm_file_that_is_not_dicom_says_so(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "a.dcm").write_bytes(content)
+    with pytest.raises(DataError, match="a.dcm: not a readable image .not a DICOM file"):
+        load_image(tmp_path / "a.dcm", 8)
+
+
+def test_a_folder_given_as_an_image_says_it_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="is a folder, not an image file"):
+        load_image(tmp_path, 8)
+
+
+def test_check_readable_names_every_unreadable_file(tmp_path: Path) -> None:
+    from gradinv.data.images import check_readable
+
+    good = write_png(tmp_path / "good.png")
+    (tmp_path / "bad1.png").write_text("text")
+    (tmp_path / "bad2.png").write_text("text")
+    check_readable([good])
+    with pytest.raises(DataError, match="bad1.png: not a readable image"):
+        check_readable([good, tmp_path / "bad1.png"])
+    with pytest.raises(DataError, match=r"2 of 3 images cannot be read\. The first: .*bad1.png.* The others: .*bad2.png"):
+        check_readable([good, tmp_path / "bad1.png", tmp_path / "bad2.png"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import write_png
+from data_helpers import write_dicom, write_png
 from PIL import Image
 
 from gradinv.data import list_csv, list_datalist, list_folder, list_images, list_medmnist_npz
@@ -199,3 +199,11 @@ def test_site_datalists_from_npz_use_its_test_split(medmnist_npz: Path, tmp_path
 def test_held_out_images_must_fit_beside_the_sites(covid_tree: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="cannot cover 3 for the sites plus 9 held out"):
         site_datalists_from_source(covid_tree, [1, 2], tmp_path / "lists", test_images=9)
+
+
+def test_a_dicom_export_lists_its_images_not_its_dicomdir(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    write_dicom(export / "DICOMDIR", np.zeros((4, 4), dtype=np.uint16))  # skipped by name: the export's index
+    write_dicom(export / "IM0000", np.arange(256, dtype=np.uint16).reshape(16, 16))
+    listed = list_images(export, verify=True)
+    assert _names(listed) == ["IM0000"]

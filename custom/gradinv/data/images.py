@@ -15,12 +15,16 @@ Conventions:
   Colour DICOM (RGB/YBR/palette) is converted to luma.
 * Resizing: centre square crop, then area averaging (PIL ``BOX``) when shrinking, which is
   anti-aliased, and bilinear interpolation when enlarging (no overshoot outside [0, 1]).
+* Refused, with a :class:`DataError` naming the file: images over :func:`max_image_pixels` pixels (PIL's
+  decompression-bomb limit) and NaN or infinite pixel values (float TIFF/DICOM, extreme DICOM rescale
+  slopes). A file named ``DICOMDIR`` (a DICOM export's index, no pixels) is not an image.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +46,33 @@ DICOM_WINDOW_PERCENTILES = (0.5, 99.5)
 
 _DICOM_MAGIC_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
+#: Where a DICOM file keeps its pixels: integer, float or double-float pixel data.
+_PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: The index file of a DICOM export (media storage directory): skipped when a folder is listed.
+DICOMDIR = "DICOMDIR"
+_DECODER_HINT = ("; this compressed transfer syntax needs a decoder plugin (pylibjpeg or python-gdcm), "
+                 "or convert the file to uncompressed DICOM or PNG")
+
+
+class _BadPixels(ValueError):
+    """Decoded pixel values gradinv cannot use (the reason is the message; the caller names the file)."""
+
+
+def max_image_pixels() -> int | None:
+    """The largest image read, in pixels: what PIL refuses as a decompression bomb (2 x ``Image.MAX_IMAGE_PIXELS``,
+    about 179 million, e.g. 13,000 x 13,000), applied to DICOM too; None when PIL's limit is switched off."""
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None
+
+
+def _too_large(pixels: int | str | None = None) -> str:
+    size = f"{int(pixels):,} pixels, " if pixels else ""
+    return f"too large: {size}over the limit of {max_image_pixels():,} pixels; downscale it first"
+
+
+def _require_finite(values: np.ndarray) -> np.ndarray:
+    if not np.isfinite(values).all():
+        raise _BadPixels("it contains NaN or infinite pixel values")
+    return values
 
 
 def has_dicom_magic(path: Path) -> bool:
@@ -58,8 +89,11 @@ def is_image_file(path: Path) -> bool:
     """True for files named like a supported image, or extensionless files that are DICOM.
 
     DICOM exports often have no suffix (``IM0001``), hence the magic check for those only: reading
-    132 bytes of every file in a large folder would be slow and is unnecessary for named files.
+    132 bytes of every file in a large folder would be slow and is unnecessary for named files. Their
+    ``DICOMDIR`` is DICOM too, but an index of the export without pixels, so it is not an image.
     """
+    if path.name.upper() == DICOMDIR:
+        return False
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return True
@@ -78,8 +112,8 @@ def _unreadable(path: Path, why: str) -> DataError:
 
 
 def window_unit(pixels: np.ndarray) -> np.ndarray:
-    """Map the ``DICOM_WINDOW_PERCENTILES`` window of any array to [0, 1] (float32)."""
-    pixels = pixels.astype(np.float64, copy=False)
+    """Map the ``DICOM_WINDOW_PERCENTILES`` window of any (finite) array to [0, 1] (float32)."""
+    pixels = _require_finite(pixels.astype(np.float64, copy=False))
     low, high = np.percentile(pixels, DICOM_WINDOW_PERCENTILES)
     if high <= low:  # a constant image: keep it flat instead of dividing by zero
         return np.zeros(pixels.shape, dtype=np.float32)
@@ -91,30 +125,28 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
-def read_dicom_unit(path: Path) -> np.ndarray:
-    """Read a DICOM file's (middle) frame as float32 (H, W) in [0, 1]; see the module docstring."""
-    import pydicom
-    from pydicom.pixels import apply_color_lut, apply_rescale
+def _looks_like_dicom(dataset) -> bool:
+    """``dcmread(force=True)`` parses anything; a real DICOM has file meta or at least one core attribute."""
+    return bool(dataset.file_meta) or any(keyword in dataset for keyword in ("SOPClassUID", "Modality", "Rows"))
 
-    path = Path(path)
+
+def _is_compressed(dataset) -> bool:
+    syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
     try:
-        dataset = pydicom.dcmread(path, force=True)
-    except Exception as exc:  # pydicom raises many types for damaged files
-        raise _unreadable(path, f"DICOM header cannot be parsed: {exc}") from exc
-    if "PixelData" not in dataset:
-        raise _unreadable(path, "DICOM file without pixel data")
+        return bool(syntax) and syntax.is_compressed
+    except ValueError:  # not a transfer syntax UID at all
+        return False
+
+
+def _dicom_pixel_count(dataset) -> int | None:
     try:
-        with warnings.catch_warnings():
-            # pydicom warns about harmless header inconsistencies it corrects (e.g. pixel representation)
-            warnings.simplefilter("ignore")
-            pixels = dataset.pixel_array
-    except Exception as exc:
-        raise _unreadable(
-            path,
-            f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}); compressed transfer "
-            "syntaxes such as JPEG Lossless/JPEG-LS need a decoder plugin (pylibjpeg or python-gdcm), "
-            "or convert the file to uncompressed DICOM or PNG",
-        ) from exc
+        return int(dataset.Rows) * int(dataset.Columns)
+    except (AttributeError, TypeError, ValueError):  # missing or malformed: the decoder reports it
+        return None
+
+
+def _dicom_to_unit(dataset, pixels: np.ndarray) -> np.ndarray:
+    from pydicom.pixels import apply_color_lut, apply_rescale
 
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     samples_per_pixel = int(dataset.get("SamplesPerPixel", 1))
@@ -136,12 +168,45 @@ def read_dicom_unit(path: Path) -> np.ndarray:
     return unit
 
 
+def read_dicom_unit(path: Path) -> np.ndarray:
+    """Read a DICOM file's (middle) frame as float32 (H, W) in [0, 1]; see the module docstring."""
+    import pydicom
+
+    path = Path(path)
+    try:
+        dataset = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise _unreadable(path, f"DICOM header cannot be parsed: {exc}") from exc
+    if not _looks_like_dicom(dataset):
+        raise _unreadable(path, "not a DICOM file: no DICOM header found")
+    if not any(keyword in dataset for keyword in _PIXEL_DATA_KEYWORDS):
+        raise _unreadable(path, "DICOM file without pixel data")
+    pixel_count, limit = _dicom_pixel_count(dataset), max_image_pixels()
+    if pixel_count and limit and pixel_count > limit:
+        raise _unreadable(path, _too_large(pixel_count))
+    try:
+        with warnings.catch_warnings():
+            # pydicom warns about harmless header inconsistencies it corrects (e.g. pixel representation)
+            warnings.simplefilter("ignore")
+            pixels = dataset.pixel_array
+    except Exception as exc:
+        hint = _DECODER_HINT if _is_compressed(dataset) else ""
+        raise _unreadable(path, f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}){hint}") from exc
+    try:
+        with np.errstate(all="ignore"):  # an overflowing rescale becomes inf, which _require_finite reports
+            return _dicom_to_unit(dataset, pixels)
+    except _BadPixels as exc:
+        raise _unreadable(path, str(exc)) from exc
+    except Exception as exc:  # a malformed rescale, palette or frame attribute
+        raise _unreadable(path, f"DICOM pixel values cannot be converted ({type(exc).__name__}: {exc})") from exc
+
+
 def _raster_to_unit(image: Image.Image) -> np.ndarray:
     """Convert a PIL image to float32 grayscale in [0, 1] (see the module docstring)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return (np.asarray(image, dtype=np.float64) / 65535.0).astype(np.float32)
     if image.mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = _require_finite(np.asarray(image, dtype=np.float64))
         if image.mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
             return values.astype(np.float32)
         low, high = float(values.min()), float(values.max())
@@ -163,21 +228,52 @@ def read_image_unit(path: str | Path) -> np.ndarray:
     Raises :class:`DataError` naming the file when it is missing, not an image, or cannot be decoded.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: image file not found; check the path (datalists hold absolute paths).")
+    try:
+        if path.is_dir():
+            raise DataError(f"{path}: is a folder, not an image file; give the path of one image.")
+        if not path.is_file():
+            raise DataError(f"{path}: image file not found; check the path.")
+        open(path, "rb").close()
+    except OSError as exc:  # e.g. no permission to read the file or to enter its folder
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions.") from exc
     if _is_dicom(path):
         return read_dicom_unit(path)
     try:
-        with Image.open(path) as image:
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:  # multi-page TIFF / animated image: same rule as multi-frame DICOM
-                image.seek(frames // 2)
-            image.load()
-            return _raster_to_unit(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # under the limit: an ordinary large image
+            with Image.open(path) as image:
+                frames = getattr(image, "n_frames", 1)
+                if frames > 1:  # multi-page TIFF / animated image: same rule as multi-frame DICOM
+                    image.seek(frames // 2)
+                image.load()
+                return _raster_to_unit(image)
+    except Image.DecompressionBombError as exc:  # PIL says "Image size (N pixels) exceeds limit of ..."
+        size = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _unreadable(path, _too_large(size and size.group(1))) from exc
+    except _BadPixels as exc:
+        raise _unreadable(path, str(exc)) from exc
     except UnidentifiedImageError as exc:
         raise _unreadable(path, "unknown or damaged image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt files
         raise _unreadable(path, f"{type(exc).__name__}: {exc}") from exc
+
+
+def check_readable(paths: Iterable[str | Path]) -> None:
+    """Decode every image now, so that unreadable files are reported before any work starts and before
+    anything is written: one :class:`DataError`, the first failure's message and the names of the others."""
+    paths = list(paths)
+    failures: list[tuple[Path, DataError]] = []
+    for path in paths:
+        try:
+            read_image_unit(path)
+        except DataError as exc:
+            failures.append((Path(path), exc))
+    if len(failures) == 1:
+        raise failures[0][1]
+    if failures:
+        others = ", ".join(str(path) for path, _ in failures[1:6]) + (", ..." if len(failures) > 6 else "")
+        raise DataError(f"{len(failures)} of {len(paths)} images cannot be read. The first: {failures[0][1]} "
+                        f"The others: {others}.")
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:

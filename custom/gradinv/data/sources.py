@@ -34,7 +34,7 @@ from PIL import Image
 
 from gradinv.hashing import sha256_of_file
 from gradinv.data.datalists import datalist_class_names, load_datalist
-from gradinv.data.images import IMAGE_SUFFIXES, is_image_file, read_image_unit
+from gradinv.data.images import IMAGE_SUFFIXES, check_readable, is_image_file
 from gradinv.errors import DataError
 from gradinv.paths import gradinv_home
 
@@ -317,8 +317,7 @@ def list_images(source: str | Path, *, n: int | None = None, split: str = "train
                             "ask for fewer or add images.")
         items = items[:n]
     if verify:
-        for item in items:
-            read_image_unit(item["image"])
+        check_readable(item["image"] for item in items)
     return ImageList(items, listed.class_names, listed.labels_known, listed.source)
 
 
