@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()  # a broken pipe shows here, while it can still be handled, not at interpreter exit
         return status
     except GradinvError as exc:
-        print(f"gradinv {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        print(f"{_chosen_parser(parser, args).prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return _quiet_broken_pipe()
