@@ -207,3 +207,49 @@ def test_a_dicom_export_lists_its_images_not_its_dicomdir(tmp_path: Path) -> Non
     write_dicom(export / "IM0000", np.arange(256, dtype=np.uint16).reshape(16, 16))
     listed = list_images(export, verify=True)
     assert _names(listed) == ["IM0000"]
+
+
+def test_one_class_folder_of_the_covid_layout_reads_as_a_flat_folder_without_masks(covid_tree: Path) -> None:
+    listed = list_images(covid_tree / "COVID")
+    assert not listed.labels_known and listed.class_names == ["assigned_0", "assigned_1"]
+    assert _names(listed) == ["COVID-1.png", "COVID-2.png", "COVID-3.png"]
+    assert all(Path(item["image"]).parent.name == "images" for item in listed.items)
+
+
+def test_masks_are_never_read_in_any_letter_case(tmp_path: Path) -> None:
+    for name in ("A", "B"):
+        write_png(tmp_path / "root" / name / "Images" / f"{name}.png")
+        write_png(tmp_path / "root" / name / "Masks" / f"{name}-mask.png")
+    write_png(tmp_path / "root" / "mask" / "stray-mask.png")
+    listed = list_images(tmp_path / "root")
+    assert listed.class_names == ["A", "B"] and _names(listed) == ["A.png", "B.png"]
+
+
+def test_a_class_folder_keeps_its_own_images_beside_an_images_subfolder(tmp_path: Path) -> None:
+    write_png(tmp_path / "root" / "A" / "direct.png")
+    (tmp_path / "root" / "A" / "images").mkdir()  # empty: A's own image still counts
+    write_png(tmp_path / "root" / "B" / "direct.png", seed=1)
+    write_png(tmp_path / "root" / "B" / "images" / "nested.png", seed=2)
+    listed = list_images(tmp_path / "root")
+    assert listed.class_names == ["A", "B"]
+    assert [(Path(item["image"]).name, item["label"]) for item in listed.items] == [
+        ("direct.png", 0), ("direct.png", 1), ("nested.png", 1)]
+
+
+def test_an_unreadable_folder_is_named(class_tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    iterdir = Path.iterdir
+
+    def refuse_class_b(self: Path):
+        if self.name == "classB":
+            raise PermissionError(13, "Permission denied", str(self))
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", refuse_class_b)
+    with pytest.raises(DataError, match=r"classB: cannot be read \(Permission denied\); check its permissions"):
+        list_images(class_tree)
+
+
+def test_an_empty_source_path_is_refused() -> None:
+    with pytest.raises(DataError, match="empty path"):
+        list_images("")
+

@@ -3,9 +3,13 @@
 Supported sources, dispatched by :func:`list_images`:
 
 * **a folder with one subfolder per class** (labels from folder names, sorted alphabetically unless
-  ``classes`` gives the order). A class folder holding an ``images/`` subfolder uses only that, which
-  is the COVID-19 Radiography Database layout (``COVID/images/*.png`` beside ``COVID/masks/*.png``);
-  otherwise the images directly inside the class folder are used (``classA/*.png``).
+  ``classes`` gives the order; subfolders without images are ignored).
+* **the layout rule**, for the folder given and for each class folder alike: its images are the image
+  files directly inside it plus those in its ``images/`` subfolder, and a ``masks/`` (or ``mask/``)
+  subfolder is never read, in any letter case: segmentation masks are not patient images. So the
+  COVID-19 Radiography Database (``COVID/images/*.png`` beside ``COVID/masks/*.png``) gives one class
+  per folder of its root, and a single class folder such as ``COVID/`` reads as a flat folder of
+  ``COVID/images``. A folder with images of its own and class subfolders is refused as ambiguous.
 * **a flat folder** of images: there are no labels, so they are *assigned* by a documented rule:
   in sorted file-name order, image ``i`` gets label ``(i + seed) % num_classes`` (alternating 0/1 for
   two classes). Such lists have ``labels_known=False`` and class names ``assigned_0, assigned_1, ...``.
@@ -38,8 +42,10 @@ from gradinv.data.images import IMAGE_SUFFIXES, check_readable, is_image_file
 from gradinv.errors import DataError
 from gradinv.paths import gradinv_home
 
-#: A class folder containing this subfolder takes its images from it (COVID-19 Radiography Database).
+#: A folder's images include those of this subfolder (COVID-19 Radiography Database: ``COVID/images``).
 IMAGES_SUBFOLDER = "images"
+#: Subfolders never read (lower-cased names): segmentation masks beside the images (``COVID/masks``).
+MASK_SUBFOLDERS = ("masks", "mask")
 #: MedMNIST split names as they appear in the ``.npz`` keys.
 MEDMNIST_SPLITS = ("train", "val", "test")
 #: Datalist key for each split name accepted by :func:`list_images`.
@@ -76,9 +82,18 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and is_image_file(p))
 
 
-def _class_image_folder(class_folder: Path) -> Path:
-    images = class_folder / IMAGES_SUBFOLDER
-    return images if images.is_dir() else class_folder
+def _is_layout_subfolder(path: Path) -> bool:
+    """``images/`` and ``masks/`` belong to the folder holding them (the layout rule), they are not classes."""
+    return path.name.lower() in (IMAGES_SUBFOLDER, *MASK_SUBFOLDERS)
+
+
+def _own_images(folder: Path) -> list[Path]:
+    """A folder's images by the layout rule: directly inside it, then in its ``images/`` subfolder."""
+    images = _images_in(folder)
+    for sub in sorted(folder.iterdir()):
+        if sub.name.lower() == IMAGES_SUBFOLDER and sub.is_dir():
+            images += _images_in(sub)
+    return images
 
 
 def _describe_other_files(folder: Path) -> str:
@@ -103,10 +118,13 @@ def list_folder(folder: str | Path, *, classes: list[str] | None = None, seed: i
         raise DataError(f"{folder}: not a folder; expected {_SUPPORTED}.")
     folder = folder.resolve()
 
-    subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p))
-    class_images = {sub.name: _images_in(_class_image_folder(sub)) for sub in subfolders}
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if p.is_dir() and _visible(p) and not _is_layout_subfolder(p))
+        class_images = {sub.name: _own_images(sub) for sub in subfolders}
+        loose_images = _own_images(folder)
+    except OSError as exc:  # e.g. a folder without read or search permission
+        raise DataError(f"{exc.filename or folder}: cannot be read ({exc.strerror or exc}); check its permissions.") from exc
     class_images = {name: images for name, images in class_images.items() if images}
-    loose_images = _images_in(folder)
 
     if class_images and loose_images:
         raise DataError(
@@ -293,6 +311,8 @@ def list_images(source: str | Path, *, n: int | None = None, split: str = "train
     ``verify`` decodes every listed image now, so an unreadable file is reported (by name) before any
     work starts.
     """
+    if not str(source).strip():
+        raise DataError("the image source is an empty path (it would mean the current folder); give a path.")
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if not path.exists():
