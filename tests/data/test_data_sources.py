@@ -253,3 +253,73 @@ def test_an_empty_source_path_is_refused() -> None:
     with pytest.raises(DataError, match="empty path"):
         list_images("")
 
+
+def _npz_variants(tmp_path: Path, medmnist_npz: Path) -> dict[str, tuple[Path, str]]:
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(medmnist_npz.read_bytes()[:300])
+    renamed_npy = tmp_path / "renamed.npz"
+    with open(renamed_npy, "wb") as handle:
+        np.save(handle, np.zeros((2, 4, 4), np.uint8))
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.array([0, "a"], dtype=object))
+    empty_images = tmp_path / "zerosize.npz"
+    np.savez(empty_images, train_images=np.zeros((2, 0, 0), np.uint8), train_labels=np.zeros((2, 1), np.uint8))
+    huge_label = tmp_path / "hugelabel.npz"
+    np.savez(huge_label, train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.array([[0], [10**9]]))
+    return {
+        "truncated": (truncated, "truncated.npz: not a .npz .zip. file, or one cut short"),
+        "an .npy renamed": (renamed_npy, "renamed.npz: not a .npz .zip. file"),
+        "object arrays": (objects, "objects.npz: the train arrays cannot be read .*Object arrays"),
+        "zero-size images": (empty_images, r"zerosize.npz: train_images has shape \(2, 0, 0\): images of zero pixels"),
+        "a huge label": (huge_label, "hugelabel.npz, train_labels: label 1000000000 is too large for a class index"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "an .npy renamed", "object arrays", "zero-size images", "a huge label"])
+def test_malformed_npz_files_are_named(case: str, tmp_path: Path, medmnist_npz: Path) -> None:
+    path, message = _npz_variants(tmp_path, medmnist_npz)[case]
+    with pytest.raises(DataError, match=message):
+        list_images(path, cache_dir=tmp_path / "cache")
+
+
+def test_an_unwritable_npz_cache_is_named(tmp_path: Path, medmnist_npz: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="a_file: cannot extract the train images there .*writable cache folder"):
+        list_images(medmnist_npz, cache_dir=tmp_path / "a_file")
+
+
+def test_a_repeated_path_is_named_with_its_lines(tmp_path: Path) -> None:
+    write_png(tmp_path / "x.png")
+    write_png(tmp_path / "y.png", seed=1)
+    (tmp_path / "dup.csv").write_text("path,label\nx.png,0\ny.png,1\n./x.png,0\n")
+    with pytest.raises(DataError, match=r"dup.csv: lists the same image more than once: .*x.png at line 2, line 4"):
+        list_images(tmp_path / "dup.csv")
+    (tmp_path / "dup.json").write_text(json.dumps({"training": [{"image": "x.png", "label": 0}] * 2}))
+    with pytest.raises(DataError, match=r"dup.json: lists the same image more than once: .*x.png at training\[0\], "
+                                        r"training\[1\]"):
+        list_images(tmp_path / "dup.json")
+
+
+def test_csv_labels_integers_only_in_ascii_digits_and_not_huge(tmp_path: Path) -> None:
+    write_png(tmp_path / "x.png")
+    write_png(tmp_path / "y.png", seed=1)
+    (tmp_path / "superscript.csv").write_text("path,label\nx.png,0\ny.png,\u00b2\n", encoding="utf-8")
+    listed = list_images(tmp_path / "superscript.csv")  # "²" is not a number: both labels are class names
+    assert listed.class_names == ["0", "\u00b2"] and [item["label"] for item in listed.items] == [0, 1]
+    (tmp_path / "huge.csv").write_text(f"path,label\nx.png,0\ny.png,{10**12}\n")
+    with pytest.raises(DataError, match=r"huge.csv, line 3: label 1000000000000 is too large for a class index \(at most 9999\)"):
+        list_images(tmp_path / "huge.csv")
+
+
+def test_json_datalists_deeply_nested_with_a_bom_or_a_huge_label(tmp_path: Path) -> None:
+    write_png(tmp_path / "x.png")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="deep.json: JSON nested too deeply"):
+        list_images(tmp_path / "deep.json")
+    document = {"training": [{"image": "x.png", "label": 0}]}
+    (tmp_path / "bom.json").write_text("\ufeff" + json.dumps(document), encoding="utf-8")
+    assert _names(list_images(tmp_path / "bom.json")) == ["x.png"]
+    (tmp_path / "huge.json").write_text(json.dumps({"training": [{"image": "x.png", "label": 10**9}]}))
+    with pytest.raises(DataError, match=r"huge.json, training\[0\]: label 1000000000 is too large"):
+        list_images(tmp_path / "huge.json")
+

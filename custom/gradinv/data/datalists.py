@@ -31,6 +31,8 @@ from gradinv.errors import DataError
 
 #: The keys every datalist written here carries.
 DATALIST_KEYS = ("training", "validation", "test")
+#: The largest label (a class index from 0) accepted: a larger one is a typo or an ID, not one of the classes.
+MAX_LABEL = 9_999
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -54,7 +56,15 @@ def _entry(item: Mapping, where: str) -> dict:
     label = item["label"]
     if isinstance(label, bool) or not isinstance(label, int) or label < 0:
         raise DataError(f"{where}: label must be a non-negative integer, got {label!r} for {item['image']}")
+    check_label(label, where)
     return {"image": str(Path(item["image"]).expanduser().resolve()), "label": label}
+
+
+def check_label(label: int, where: str) -> None:
+    """Refuse a label too large to be a class index (it would ask for that many classes)."""
+    if label > MAX_LABEL:
+        raise DataError(f"{where}: label {label} is too large for a class index (at most {MAX_LABEL}); "
+                        "labels number the classes from 0.")
 
 
 def _draw_balanced(pools: dict[int, list[dict]], count: int, first_class_index: int) -> list[dict]:
@@ -159,15 +169,22 @@ def make_site_datalists(items: Sequence[Mapping], images_per_site: Sequence[int]
     return written
 
 
-def _read_json(path: Path) -> object:
+def read_json_document(path: Path) -> object:
+    """The parsed JSON of a datalist file, or a one-line :class:`DataError` naming it."""
     if not path.is_file():
         raise DataError(f"{path}: datalist not found; check the path or write one with `gradinv data datalists`.")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a byte-order mark, as editors write, is fine
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a UTF-8 JSON datalist ({exc}).") from exc
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}).") from exc
+    except RecursionError as exc:
+        raise DataError(f"{path}: JSON nested too deeply to be a datalist.") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise DataError(f"{path}: not a usable JSON datalist ({exc}).") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions.") from exc
 
 
 def load_datalist(path: str | Path, key: str = "training") -> list[dict]:
@@ -178,7 +195,7 @@ def load_datalist(path: str | Path, key: str = "training") -> list[dict]:
     missing file, bad JSON, a missing key, malformed entries, or image files that do not exist.
     """
     path = Path(path).expanduser().resolve()
-    document = _read_json(path)
+    document = read_json_document(path)
     if not isinstance(document, dict):
         raise DataError(f"{path}: a datalist must be a JSON object with a {key!r} list, "
                         f"found {type(document).__name__}.")
@@ -208,7 +225,7 @@ def load_datalist(path: str | Path, key: str = "training") -> list[dict]:
 def datalist_class_names(path: str | Path, num_classes: int) -> list[str]:
     """Class names from a datalist's ``labels`` map, ``class_<k>`` where it names none."""
     path = Path(path).expanduser().resolve()
-    document = _read_json(path)
+    document = read_json_document(path)
     labels = document.get("labels", {}) if isinstance(document, dict) else {}
     if not isinstance(labels, dict):
         raise DataError(f"{path}: 'labels' must map label numbers to names, e.g. {{\"0\": \"normal\"}}.")

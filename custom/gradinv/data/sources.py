@@ -26,10 +26,11 @@ Hidden files (``.DS_Store``, ``._x.png``) are ignored; a folder's files are take
 from __future__ import annotations
 
 import csv
-import json
 import os
+import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from gradinv.hashing import sha256_of_file
-from gradinv.data.datalists import datalist_class_names, load_datalist
+from gradinv.data.datalists import check_label, datalist_class_names, load_datalist, read_json_document
 from gradinv.data.images import IMAGE_SUFFIXES, check_readable, is_image_file
 from gradinv.errors import DataError
 from gradinv.paths import gradinv_home
@@ -51,6 +52,7 @@ MEDMNIST_SPLITS = ("train", "val", "test")
 #: Datalist key for each split name accepted by :func:`list_images`.
 DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
 
+_INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 _SUPPORTED = ("a folder of images (flat or one subfolder per class), a MedMNIST .npz, a CSV (path,label) "
               "or a JSON datalist")
 
@@ -172,23 +174,30 @@ def default_medmnist_cache(npz_path: Path) -> Path:
 def _medmnist_arrays(npz_path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     if split not in MEDMNIST_SPLITS:
         raise DataError(f"MedMNIST split must be one of {', '.join(MEDMNIST_SPLITS)}, got {split!r}.")
+    image_key, label_key = f"{split}_images", f"{split}_labels"
+    if not zipfile.is_zipfile(npz_path):
+        raise DataError(f"{npz_path}: not a .npz (zip) file, or one cut short; expected a MedMNIST download "
+                        "(download it again).")
     try:
-        archive = np.load(npz_path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{npz_path}: not a readable .npz file ({exc}); expected a MedMNIST download.") from exc
-    with archive:
-        image_key, label_key = f"{split}_images", f"{split}_labels"
-        if image_key not in archive.files or label_key not in archive.files:
-            raise DataError(
-                f"{npz_path}: no {image_key!r}/{label_key!r} arrays (found: {', '.join(archive.files) or 'none'}); "
-                "expected MedMNIST keys train_images, train_labels, val_*, test_*."
-            )
-        images, labels = archive[image_key], archive[label_key]
+        with np.load(npz_path, allow_pickle=False) as archive:
+            if image_key not in archive.files or label_key not in archive.files:
+                raise DataError(
+                    f"{npz_path}: no {image_key!r}/{label_key!r} arrays (found: {', '.join(archive.files) or 'none'}); "
+                    "expected MedMNIST keys train_images, train_labels, val_*, test_*."
+                )
+            images, labels = archive[image_key], archive[label_key]
+    except DataError:
+        raise
+    except Exception as exc:  # a damaged member, object (pickled) arrays: numpy and zipfile raise many types
+        raise DataError(f"{npz_path}: the {split} arrays cannot be read ({type(exc).__name__}: {exc}); expected a "
+                        "MedMNIST download of plain uint8/integer arrays.") from exc
     if images.dtype != np.uint8 or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
         raise DataError(
             f"{npz_path}: {image_key} has shape {images.shape} and type {images.dtype}; "
             "expected uint8 (N, H, W) or (N, H, W, 3)."
         )
+    if min(images.shape[1:3]) < 1:
+        raise DataError(f"{npz_path}: {image_key} has shape {images.shape}: images of zero pixels.")
     if labels.ndim == 2 and labels.shape[1] != 1:
         raise DataError(
             f"{npz_path}: {label_key} has shape {labels.shape}: multi-label datasets (e.g. ChestMNIST) are not "
@@ -199,6 +208,8 @@ def _medmnist_arrays(npz_path: Path, split: str) -> tuple[np.ndarray, np.ndarray
         raise DataError(f"{npz_path}: {len(images)} images but {len(labels)} labels in split {split!r}.")
     if len(labels) and (not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0):
         raise DataError(f"{npz_path}: {label_key} must hold non-negative integers, got {labels.dtype}.")
+    if len(labels):
+        check_label(int(labels.max()), f"{npz_path}, {label_key}")
     return images, labels.astype(np.int64)
 
 
@@ -219,24 +230,47 @@ def list_medmnist_npz(npz_path: str | Path, *, split: str = "train", cache_dir: 
     names = [f"{split}_{index:06d}.png" for index in range(len(images))]
 
     complete_marker = split_folder / ".complete"
-    if not (complete_marker.is_file() and complete_marker.read_text() == str(len(images))):
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{split}.extracting-", dir=cache))
-        staging.chmod(0o755)  # mkdtemp makes it private; the extracted images should read like any other folder
-        for name, pixels in zip(names, images):
-            Image.fromarray(pixels).save(staging / name)
-        (staging / ".complete").write_text(str(len(images)))
-        shutil.rmtree(split_folder, ignore_errors=True)
-        try:
-            os.replace(staging, split_folder)
-        except OSError:  # another process finished the same extraction first: keep its copy
-            shutil.rmtree(staging, ignore_errors=True)
-            if not complete_marker.is_file():
-                raise
+    try:
+        if not (complete_marker.is_file() and complete_marker.read_text() == str(len(images))):
+            _extract(images, names, cache, split)
+    except OSError as exc:  # a cache path that is a file, or not writable
+        raise DataError(f"{cache}: cannot extract the {split} images there ({exc.strerror or exc}); choose a "
+                        "writable cache folder (--cache).") from exc
 
     items = [{"image": str(split_folder / name), "label": int(label)} for name, label in zip(names, labels)]
     num_classes = int(labels.max()) + 1 if len(labels) else 0
     return ImageList(items, [f"class_{k}" for k in range(num_classes)], labels_known=True, source=npz_path)
+
+
+def _extract(images: np.ndarray, names: list[str], cache: Path, split: str) -> None:
+    """Write ``images`` as ``<cache>/<split>/<name>`` PNGs through a staging folder moved into place."""
+    split_folder = cache / split
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{split}.extracting-", dir=cache))
+    staging.chmod(0o755)  # mkdtemp makes it private; the extracted images should read like any other folder
+    for name, pixels in zip(names, images):
+        Image.fromarray(pixels).save(staging / name)
+    (staging / ".complete").write_text(str(len(images)))
+    shutil.rmtree(split_folder, ignore_errors=True)
+    try:
+        os.replace(staging, split_folder)
+    except OSError:  # another process finished the same extraction first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (split_folder / ".complete").is_file():
+            raise
+
+
+def _refuse_duplicates(source: Path, places: list[tuple[str, Path]]) -> None:
+    """Refuse a list naming one image file twice (``places``: where it is listed, the path): sites would share it."""
+    listed: dict[str, list[str]] = {}
+    for where, path in places:
+        listed.setdefault(str(Path(path).resolve()), []).append(where)
+    repeated = [(path, wheres) for path, wheres in listed.items() if len(wheres) > 1]
+    if repeated:
+        path, wheres = repeated[0]
+        more = f" ({len(repeated) - 1} more file(s) repeated too)" if len(repeated) > 1 else ""
+        raise DataError(f"{source}: lists the same image more than once: {path} at {', '.join(wheres[:5])}"
+                        f"{', ...' if len(wheres) > 5 else ''}{more}; list each image once.")
 
 
 def list_csv(csv_path: str | Path) -> ImageList:
@@ -272,16 +306,18 @@ def list_csv(csv_path: str | Path) -> ImageList:
         paths.append((line, path if path.is_absolute() else csv_path.parent / path))
         raw_labels.append(label_text)
 
+    _refuse_duplicates(csv_path, [(f"line {line}", path) for line, path in paths])
     missing = [f"line {line}: {path}" for line, path in paths if not path.is_file()]
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{csv_path}: {len(missing)} image file(s) not found ({shown}); relative paths are "
                         "resolved against the CSV's folder.")
 
-    if all(text.lstrip("-").isdigit() for text in raw_labels):
+    if all(_INTEGER.fullmatch(text) for text in raw_labels):
         labels = [int(text) for text in raw_labels]
         if min(labels) < 0:
             raise DataError(f"{csv_path}: labels must be non-negative integers or class names.")
+        check_label(max(labels), f"{csv_path}, line {paths[labels.index(max(labels))][0]}")
         class_names = [f"class_{k}" for k in range(max(labels) + 1)]
     else:  # class names: map them to integers in sorted order
         class_names = sorted(set(raw_labels))
@@ -296,6 +332,7 @@ def list_datalist(json_path: str | Path, *, split: str = "train") -> ImageList:
         raise DataError(f"split must be one of {', '.join(DATALIST_KEYS)}, got {split!r}.")
     json_path = Path(json_path).expanduser().resolve()
     items = load_datalist(json_path, DATALIST_KEYS[split])
+    _refuse_duplicates(json_path, [(f"{DATALIST_KEYS[split]}[{index}]", item["image"]) for index, item in enumerate(items)])
     num_classes = max((item["label"] for item in items), default=-1) + 1
     return ImageList(items, datalist_class_names(json_path, num_classes), labels_known=True, source=json_path)
 
@@ -350,7 +387,8 @@ def _has_own_test_split(path: Path) -> bool:
     if path.suffix.lower() == ".npz":
         return True
     if path.suffix.lower() == ".json":
-        return bool(json.loads(path.read_text(encoding="utf-8")).get(DATALIST_KEYS["test"]))
+        document = read_json_document(path)
+        return isinstance(document, dict) and bool(document.get(DATALIST_KEYS["test"]))
     return False
 
 
