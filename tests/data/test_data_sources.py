@@ -323,3 +323,38 @@ def test_json_datalists_deeply_nested_with_a_bom_or_a_huge_label(tmp_path: Path)
     with pytest.raises(DataError, match=r"huge.json, training\[0\]: label 1000000000 is too large"):
         list_images(tmp_path / "huge.json")
 
+
+def test_site_datalists_name_unreadable_images_and_write_nothing(flat_folder: Path, tmp_path: Path) -> None:
+    (flat_folder / "img3.png").write_text("not a png")
+    (flat_folder / "img4.png").write_text("not a png")
+    with pytest.raises(DataError, match=r"2 of 6 images cannot be read\. The first: .*img3.png.* The others: .*img4.png"):
+        site_datalists_from_source(flat_folder, [2, 2], tmp_path / "lists")
+    assert not (tmp_path / "lists").exists()
+
+
+def test_an_empty_npz_test_split_holds_images_out_instead(tmp_path: Path) -> None:
+    path = tmp_path / "emptytest.npz"
+    images = np.random.default_rng(0).integers(0, 256, (6, 8, 8), dtype=np.uint8)
+    np.savez(path, train_images=images, train_labels=(np.arange(6) % 2).reshape(6, 1),
+             test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros((0, 1), np.uint8))
+    paths, _, test_count = site_datalists_from_source(path, [1, 1], tmp_path / "lists", cache_dir=tmp_path / "cache")
+    assert test_count == 4
+    assert all(Path(entry["image"]).name.startswith("train_") for entry in json.loads(paths["site-1"].read_text())["test"])
+
+
+def test_test_labels_the_training_split_lacks_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "testlabel5.npz"
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8), dtype=np.uint8)
+    np.savez(path, train_images=images, train_labels=np.array([0, 1, 0, 1]),
+             test_images=images[:2], test_labels=np.array([5, 0]))
+    with pytest.raises(DataError, match="the test images have label.s. 5 that the training images lack .their classes: "
+                                        "class_0, class_1."):
+        site_datalists_from_source(path, [1], tmp_path / "lists", cache_dir=tmp_path / "cache")
+
+
+def test_datalists_out_that_is_a_file_or_under_one(flat_folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="a_file: exists and is not a folder"):
+        site_datalists_from_source(flat_folder, [1], tmp_path / "a_file")
+    with pytest.raises(DataError, match=r"a_file/lists/site-1.json: cannot write the datalist \(Not a directory\)"):
+        site_datalists_from_source(flat_folder, [1], tmp_path / "a_file" / "lists")

@@ -114,7 +114,7 @@ def hold_out(items: Sequence[Mapping], count: int, seed: int = 0) -> tuple[list[
 def make_site_datalists(items: Sequence[Mapping], images_per_site: Sequence[int], out_dir: str | Path,
                         seed: int = 0, test_items: Sequence[Mapping] | None = None,
                         names: Sequence[str] | None = None, *,
-                        class_names: Sequence[str] | None = None) -> dict[str, Path]:
+                        class_names: Sequence[str] | None = None, verify: bool = False) -> dict[str, Path]:
     """Write one datalist per site, each with its own disjoint, class-balanced images.
 
     ``items``: ``{"image", "label"}`` mappings (e.g. ``ImageList.items``); ``images_per_site``: how
@@ -122,6 +122,7 @@ def make_site_datalists(items: Sequence[Mapping], images_per_site: Sequence[int]
     and ``test`` for every site (must not overlap the training images); ``names``: site names
     (default ``site-1 .. site-K``), also the file names ``<out_dir>/<name>.json``; ``class_names``
     fill the ``labels`` map (default ``class_<k>``). Deterministic for a given ``seed`` and item order.
+    ``verify`` decodes every image the datalists will list before any is written (unreadable ones are named).
     Returns ``{site name: datalist path}``.
     """
     entries = [_entry(item, f"item {index}") for index, item in enumerate(items)]
@@ -150,21 +151,37 @@ def make_site_datalists(items: Sequence[Mapping], images_per_site: Sequence[int]
     if class_names is None:
         class_names = [f"class_{k}" for k in range(num_classes)]
     if len(class_names) < num_classes:
+        beyond = sorted({entry["label"] for entry in test_entries if entry["label"] >= len(class_names)})
+        if beyond and max(entry["label"] for entry in entries) < len(class_names):
+            raise DataError(f"the test images have label(s) {', '.join(map(str, beyond[:5]))} that the training images "
+                            f"lack (their classes: {', '.join(class_names)}); use test images of the same classes.")
         raise DataError(f"labels go up to {num_classes - 1} but only {len(class_names)} class names were given.")
     labels_map = {str(k): name for k, name in enumerate(class_names)}
 
     pools = _shuffled_pools(entries, seed)
+    drawn = {name: _draw_balanced(pools, count, site_index)
+             for site_index, (name, count) in enumerate(zip(site_names, counts))}
+    if verify:
+        from gradinv.data.images import check_readable
+
+        check_readable([entry["image"] for training in drawn.values() for entry in training]
+                       + [entry["image"] for entry in test_entries])
     out_dir = Path(out_dir).expanduser().resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder; choose a folder for the datalists.")
     written: dict[str, Path] = {}
-    for site_index, (name, count) in enumerate(zip(site_names, counts)):
-        training = _draw_balanced(pools, count, site_index)
+    for name, training in drawn.items():
         path = out_dir / f"{name}.json"
-        _write_json_atomically(path, {
-            "labels": labels_map,
-            "training": training,
-            "validation": test_entries,
-            "test": test_entries,
-        })
+        try:
+            _write_json_atomically(path, {
+                "labels": labels_map,
+                "training": training,
+                "validation": test_entries,
+                "test": test_entries,
+            })
+        except OSError as exc:  # OUT is a file, lies under one, or is not writable
+            raise DataError(f"{path}: cannot write the datalist ({exc.strerror or exc}); choose a writable "
+                            "folder for the datalists.") from exc
         written[name] = path
     return written
 

@@ -268,6 +268,7 @@ def check_readable(paths: Iterable[str | Path]) -> None:
             read_image_unit(path)
         except DataError as exc:
             failures.append((Path(path), exc))
+    failures.sort(key=lambda failure: str(failure[0]))
     if len(failures) == 1:
         raise failures[0][1]
     if failures:

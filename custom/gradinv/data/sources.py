@@ -383,7 +383,7 @@ DEFAULT_HELD_OUT_IMAGES = 40
 
 
 def _has_own_test_split(path: Path) -> bool:
-    """A MedMNIST file always has one; a JSON datalist when its ``test`` list is non-empty."""
+    """A MedMNIST file always has one (it may be empty); a JSON datalist when its ``test`` list is non-empty."""
     if path.suffix.lower() == ".npz":
         return True
     if path.suffix.lower() == ".json":
@@ -397,11 +397,12 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
                                test_images: int | None = None, classes: list[str] | None = None,
                                cache_dir: str | Path | None = None) -> tuple[dict[str, Path], ImageList, int]:
     """Write per-site datalists from any supported source; returns ``(paths, training list, test count)``.
+    Every image the datalists list is decoded first: an unreadable one is named and nothing is written.
 
     Test images come from, in order: ``test_source`` (its ``test`` split for a ``.npz``/datalist);
     ``test_images`` class-balanced images held out from the source before the sites draw, when given;
-    the source's own test split (a MedMNIST ``.npz``, or a JSON datalist with a non-empty ``test``
-    list); otherwise up to 40 held-out images from those the sites leave over.
+    the source's own non-empty test split (a MedMNIST ``.npz``, or a JSON datalist's ``test`` list);
+    otherwise up to 40 held-out images from those the sites leave over.
     """
     from gradinv.data.datalists import hold_out, make_site_datalists
 
@@ -411,9 +412,10 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
     if test_source is not None:
         test_items = list_images(test_source, split="test", classes=classes, seed=seed,
                                  num_classes=len(training.class_names), cache_dir=cache_dir).items
-    elif test_images is None and _has_own_test_split(path):
-        test_items = list_images(path, split="test", cache_dir=cache_dir).items
     else:
+        own_test = test_images is None and _has_own_test_split(path)
+        test_items = list_images(path, split="test", cache_dir=cache_dir).items if own_test else []
+    if test_source is None and not test_items:  # no test split of its own, or an empty one: hold images out
         spare = max(len(items) - sum(images_per_site), 0)
         count = min(DEFAULT_HELD_OUT_IMAGES, spare) if test_images is None else test_images
         if count > spare:
@@ -421,5 +423,5 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
                             f"plus {count} held out for testing; ask for fewer or add images.")
         items, test_items = hold_out(items, count, seed=seed)
     paths = make_site_datalists(items, images_per_site, out_dir, seed=seed, test_items=test_items,
-                                class_names=training.class_names)
+                                class_names=training.class_names, verify=True)
     return paths, training, len(test_items)
