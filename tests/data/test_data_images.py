@@ -238,3 +238,16 @@ def test_check_readable_names_every_unreadable_file(tmp_path: Path) -> None:
         check_readable([good, tmp_path / "bad1.png"])
     with pytest.raises(DataError, match=r"2 of 3 images cannot be read\. The first: .*bad1.png.* The others: .*bad2.png"):
         check_readable([good, tmp_path / "bad1.png", tmp_path / "bad2.png"])
+
+
+def test_a_file_without_read_permission_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gradinv.data import images as images_module
+
+    path = write_png(tmp_path / "private.png")
+
+    def refuse(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(images_module, "open", refuse, raising=False)  # as for a file mode 000 (root ignores chmod)
+    with pytest.raises(DataError, match=r"private.png: cannot be read \(Permission denied\); check its permissions"):
+        load_image(path, 8)
