@@ -300,6 +300,16 @@ def test_a_repeated_path_is_named_with_its_lines(tmp_path: Path) -> None:
         list_images(tmp_path / "dup.json")
 
 
+def test_a_nul_character_in_a_listed_path_is_one_line(tmp_path: Path) -> None:
+    write_png(tmp_path / "x.png")
+    (tmp_path / "nul.csv").write_text("path,label\nx.png\0,0\n")
+    with pytest.raises(DataError, match="nul.csv: 1 image file.s. not found .line 2"):
+        list_images(tmp_path / "nul.csv")
+    (tmp_path / "nul.json").write_text(json.dumps({"training": [{"image": "x.png\0", "label": 0}]}))
+    with pytest.raises(DataError, match=r"nul.json, training\[0\]: .* is not a usable file path"):
+        list_images(tmp_path / "nul.json")
+
+
 def test_csv_labels_integers_only_in_ascii_digits_and_not_huge(tmp_path: Path) -> None:
     write_png(tmp_path / "x.png")
     write_png(tmp_path / "y.png", seed=1)

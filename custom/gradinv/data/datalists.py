@@ -57,7 +57,10 @@ def _entry(item: Mapping, where: str) -> dict:
     if isinstance(label, bool) or not isinstance(label, int) or label < 0:
         raise DataError(f"{where}: label must be a non-negative integer, got {label!r} for {item['image']}")
     check_label(label, where)
-    return {"image": str(Path(item["image"]).expanduser().resolve()), "label": label}
+    try:
+        return {"image": str(Path(item["image"]).expanduser().resolve()), "label": label}
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise DataError(f"{where}: {item['image']!r} is not a usable file path ({exc}).") from exc
 
 
 def check_label(label: int, where: str) -> None:

@@ -306,12 +306,12 @@ def list_csv(csv_path: str | Path) -> ImageList:
         paths.append((line, path if path.is_absolute() else csv_path.parent / path))
         raw_labels.append(label_text)
 
-    _refuse_duplicates(csv_path, [(f"line {line}", path) for line, path in paths])
     missing = [f"line {line}: {path}" for line, path in paths if not path.is_file()]
     if missing:
         shown = "; ".join(missing[:5]) + (f"; and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataError(f"{csv_path}: {len(missing)} image file(s) not found ({shown}); relative paths are "
                         "resolved against the CSV's folder.")
+    _refuse_duplicates(csv_path, [(f"line {line}", path) for line, path in paths])
 
     if all(_INTEGER.fullmatch(text) for text in raw_labels):
         labels = [int(text) for text in raw_labels]
