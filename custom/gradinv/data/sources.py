@@ -235,7 +235,7 @@ def list_medmnist_npz(npz_path: str | Path, *, split: str = "train", cache_dir: 
             _extract(images, names, cache, split)
     except OSError as exc:  # a cache path that is a file, or not writable
         raise DataError(f"{cache}: cannot extract the {split} images there ({exc.strerror or exc}); choose a "
-                        "writable cache folder (--cache).") from exc
+                        "writable cache folder (`gradinv data datalists --cache`, or GRADINV_HOME).") from exc
 
     items = [{"image": str(split_folder / name), "label": int(label)} for name, label in zip(names, labels)]
     num_classes = int(labels.max()) + 1 if len(labels) else 0
