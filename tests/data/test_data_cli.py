@@ -38,7 +38,8 @@ def test_datalists_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
                  "--out", str(tmp_path / "lists")])
     assert code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gradinv data datalists: error: ") and "missing: not found" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("gradinv data datalists: error: ")
+    assert "missing: not found" in lines[0]
 
 
 def test_images_per_site_must_be_positive_integers(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

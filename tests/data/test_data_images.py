@@ -236,7 +236,8 @@ def test_check_readable_names_every_unreadable_file(tmp_path: Path) -> None:
     check_readable([good])
     with pytest.raises(DataError, match="bad1.png: not a readable image"):
         check_readable([good, tmp_path / "bad1.png"])
-    with pytest.raises(DataError, match=r"2 of 3 images cannot be read\. The first: .*bad1.png.* The others: .*bad2.png"):
+    with pytest.raises(DataError, match=r"2 of 3 images cannot be read\. The first: .*bad1.png.* "
+                                        r"The others: .*bad2.png"):
         check_readable([good, tmp_path / "bad1.png", tmp_path / "bad2.png"])
 
 

@@ -317,7 +317,8 @@ def test_csv_labels_integers_only_in_ascii_digits_and_not_huge(tmp_path: Path) -
     listed = list_images(tmp_path / "superscript.csv")  # "²" is not a number: both labels are class names
     assert listed.class_names == ["0", "\u00b2"] and [item["label"] for item in listed.items] == [0, 1]
     (tmp_path / "huge.csv").write_text(f"path,label\nx.png,0\ny.png,{10**12}\n")
-    with pytest.raises(DataError, match=r"huge.csv, line 3: label 1000000000000 is too large for a class index \(at most 9999\)"):
+    with pytest.raises(DataError, match=r"huge.csv, line 3: label 1000000000000 is too large for a class index "
+                                        r"\(at most 9999\)"):
         list_images(tmp_path / "huge.csv")
 
 
@@ -337,7 +338,8 @@ def test_json_datalists_deeply_nested_with_a_bom_or_a_huge_label(tmp_path: Path)
 def test_site_datalists_name_unreadable_images_and_write_nothing(flat_folder: Path, tmp_path: Path) -> None:
     (flat_folder / "img3.png").write_text("not a png")
     (flat_folder / "img4.png").write_text("not a png")
-    with pytest.raises(DataError, match=r"2 of 6 images cannot be read\. The first: .*img3.png.* The others: .*img4.png"):
+    with pytest.raises(DataError, match=r"2 of 6 images cannot be read\. The first: .*img3.png.* "
+                                        r"The others: .*img4.png"):
         site_datalists_from_source(flat_folder, [2, 2], tmp_path / "lists")
     assert not (tmp_path / "lists").exists()
 
@@ -349,7 +351,8 @@ def test_an_empty_npz_test_split_holds_images_out_instead(tmp_path: Path) -> Non
              test_images=np.zeros((0, 8, 8), np.uint8), test_labels=np.zeros((0, 1), np.uint8))
     paths, _, test_count = site_datalists_from_source(path, [1, 1], tmp_path / "lists", cache_dir=tmp_path / "cache")
     assert test_count == 4
-    assert all(Path(entry["image"]).name.startswith("train_") for entry in json.loads(paths["site-1"].read_text())["test"])
+    test_entries = json.loads(paths["site-1"].read_text())["test"]
+    assert all(Path(entry["image"]).name.startswith("train_") for entry in test_entries)
 
 
 def test_test_labels_the_training_split_lacks_are_named(tmp_path: Path) -> None:

@@ -69,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "label (i + seed) % 2. Exit status 2 with a one-line message for bad input."
         ),
     )
-    parser.add_argument("--images", required=True, type=path_argument, metavar="DIR", help="folder of images (flat or class subfolders)")
+    parser.add_argument("--images", required=True, type=path_argument, metavar="DIR",
+                        help="folder of images (flat or class subfolders)")
     parser.add_argument("--num-images", type=int, default=1, metavar="N",
                         help="the client's images: the first N of DIR in sorted order (default 1)")
     parser.add_argument("--batch-size", type=int, default=None, metavar="B",

@@ -125,7 +125,8 @@ def list_folder(folder: str | Path, *, classes: list[str] | None = None, seed: i
         class_images = {sub.name: _own_images(sub) for sub in subfolders}
         loose_images = _own_images(folder)
     except OSError as exc:  # e.g. a folder without read or search permission
-        raise DataError(f"{exc.filename or folder}: cannot be read ({exc.strerror or exc}); check its permissions.") from exc
+        raise DataError(f"{exc.filename or folder}: cannot be read ({exc.strerror or exc}); "
+                        "check its permissions.") from exc
     class_images = {name: images for name, images in class_images.items() if images}
 
     if class_images and loose_images:
@@ -332,7 +333,8 @@ def list_datalist(json_path: str | Path, *, split: str = "train") -> ImageList:
         raise DataError(f"split must be one of {', '.join(DATALIST_KEYS)}, got {split!r}.")
     json_path = Path(json_path).expanduser().resolve()
     items = load_datalist(json_path, DATALIST_KEYS[split])
-    _refuse_duplicates(json_path, [(f"{DATALIST_KEYS[split]}[{index}]", item["image"]) for index, item in enumerate(items)])
+    key = DATALIST_KEYS[split]
+    _refuse_duplicates(json_path, [(f"{key}[{index}]", item["image"]) for index, item in enumerate(items)])
     num_classes = max((item["label"] for item in items), default=-1) + 1
     return ImageList(items, datalist_class_names(json_path, num_classes), labels_known=True, source=json_path)
 
