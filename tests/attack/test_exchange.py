@@ -106,6 +106,46 @@ def test_search_keeps_nothing_when_no_exchange_helps():
     assert 0 < MIN_RELATIVE_GAIN < 1
 
 
+def test_a_beam_follows_an_exchange_that_pays_only_with_the_next_one(monkeypatch):
+    # Truth, and a start two exchanges away from it: exchanging the left half, then the top quarter, restores it.
+    # The left half alone leaves a quarter of the pixels wrong; a decoy exchange elsewhere scores lower at once but
+    # leads nowhere (a narrow basin of its own). A greedy search takes the decoy; a beam of 2 with a patience of 2
+    # keeps both and finds the truth.
+    truth = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    left = torch.zeros(32, 32, dtype=torch.bool)
+    left[:, :16] = True
+    top = torch.zeros(32, 32, dtype=torch.bool)
+    top[:8] = True
+    corner = torch.zeros(32, 32, dtype=torch.bool)
+    corner[-4:, -4:] = True
+    start = exchange_region(exchange_region(truth, 0, 1, left), 0, 1, top)
+    decoy = exchange_region(start, 0, 1, corner)
+    decoy_loss = 0.5 * float(((exchange_region(start, 0, 1, left) - truth) ** 2).sum())
+
+    def step(images, label_logits, bn_weight):
+        to_truth, to_decoy = images.detach() - truth, images.detach() - decoy
+        near_truth, near_decoy = (to_truth ** 2).sum(), decoy_loss + 100 * (to_decoy ** 2).sum()
+        return (near_truth, {}, (2 * to_truth,)) if near_truth < near_decoy else (near_decoy, {}, (200 * to_decoy,))
+
+    monkeypatch.setattr("gradinv.attack.exchange.exchange_candidates",
+                        lambda first, second: [("vertical@16", left), ("horizontal@8", top), ("component +1", corner)])
+    settings = dict(rounds=4, screen_iterations=2, polish_iterations=4, lr=0.001, betas=(0.9, 0.9), bn_weight=0.3)
+    greedy = search_exchanges(step, start, torch.zeros(2, 2), [(0, 1)], **settings)
+    assert greedy.accepted == ["0-1 component +1"] and greedy.loss == pytest.approx(decoy_loss, rel=0.01)
+    beam = search_exchanges(step, start, torch.zeros(2, 2), [(0, 1)], beam_width=2, patience=2, **settings)
+    assert beam.accepted == ["0-1 vertical@16", "0-1 horizontal@8"]
+    assert beam.loss < 1e-3 * decoy_loss and torch.allclose(beam.images, truth, atol=0.01)
+
+
+def test_the_beam_keeps_distinct_states_only():
+    from gradinv.attack.exchange import DISTINCT_STATES, _lowest_distinct, _SearchState
+    base = torch.zeros(2, 1, 8, 8)
+    states = [_SearchState(0.1, base, []), _SearchState(0.2, base + DISTINCT_STATES / 2, ["a"]),
+              _SearchState(0.3, base + 0.5, ["b"]), _SearchState(0.4, base + 0.9, ["c"])]
+    assert [state.accepted for state in _lowest_distinct(states, 2)] == [[], ["b"]]
+    assert len(_lowest_distinct(states, 10)) == 3
+
+
 @pytest.mark.parametrize("labels, searched", [([0, 0], True), ([0, 1], False)])
 def test_attack_runs_the_search_only_for_slots_that_share_a_label(natural_images, client_update, labels, searched):
     images = natural_images(2, 32)
@@ -161,6 +201,9 @@ def test_exchange_settings_are_validated():
         get_preset("fast", {"exchange_rounds": -1})
     with pytest.raises(AttackInputError, match="exchange_starts"):
         get_preset("fast", {"exchange_starts": 0})
+    for name in ("exchange_beam", "exchange_patience"):
+        with pytest.raises(AttackInputError, match=name):
+            get_preset("fast", {name: 0})
     with pytest.raises(AttackInputError, match="exchange_lr"):
         get_preset("fast", {"exchange_lr": 0})
     with pytest.raises(AttackInputError, match="polish"):

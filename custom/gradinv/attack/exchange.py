@@ -6,7 +6,9 @@ between two such slots costs the objective little (the seam and the small differ
 and the optimiser settles in a patchwork: each slot holds regions of both images, split along paths where the
 two images look alike (a chest radiograph split at the spine). Gradient steps do not cross from one patchwork to
 another; an exchange does. This module proposes exchanges, polishes each briefly and keeps one only when the
-attacker's own loss falls: no ground truth is used.
+attacker's own loss falls: no ground truth is used. The search keeps a beam of the lowest-loss states per round
+and gives up only after rounds in a row without gain (``beam_width``, ``patience``): the right exchange is often
+large and leaves a seam that only the next exchange fixes, so it can score worse than a small wrong one at first.
 
 Candidates. Seams, from the map ``D = smooth(|slot_i - slot_j|)`` (the seam of a patchwork runs
 where the slots agree): the cheapest top-to-bottom paths through ``D`` (dynamic programming, kept apart from each
@@ -209,13 +211,18 @@ def polish(step: Step, images: torch.Tensor, label_logits: torch.Tensor, iterati
 
 def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tensor, pairs: list[tuple[int, int]], *,
                      rounds: int, screen_iterations: int, polish_iterations: int, lr: float,
-                     betas: tuple[float, float], bn_weight: float, initial_polish_iterations: int = 0,
-                     deadline: float | None = None, progress: bool = False) -> ExchangeOutcome:
+                     betas: tuple[float, float], bn_weight: float, beam_width: int = 1, patience: int = 1,
+                     initial_polish_iterations: int = 0, deadline: float | None = None,
+                     progress: bool = False) -> ExchangeOutcome:
     """Polish ``images`` for ``initial_polish_iterations`` (if any); then, up to ``rounds`` times (none without
-    ``pairs``): screen every candidate exchange of every slot pair briefly, polish the best-screened candidate of each
-    kind and, beside them, the unexchanged images for as long, and go on from the lowest loss of these (an exchange
-    is kept only when it beats the polish alone); stop when a round lowers the loss by less than
-    :data:`MIN_RELATIVE_GAIN`.
+    ``pairs``), from each of the ``beam_width`` states kept: screen every candidate exchange of every slot pair
+    briefly, polish the best-screened candidate of each kind and, beside them, the state unexchanged for as long;
+    keep the ``beam_width`` lowest losses of all these (near-duplicates dropped) for the next round. Stop after
+    ``patience`` rounds in a row that lower the best loss so far by less than :data:`MIN_RELATIVE_GAIN`.
+
+    With a beam of 1 and a patience of 1 this is a greedy search. A wider beam with a patience of 2 also follows an
+    exchange that does not pay at once: a large exchange that is right over most of its region leaves a seam and
+    some wrong pixels that only the next exchange undoes, while a small, partly wrong one scores lower meanwhile.
     The result is never worse, by the attacker's loss, than ``images``."""
     def run_polish(start: torch.Tensor, iterations: int) -> tuple[float, torch.Tensor]:
         nonlocal total_iterations
@@ -223,46 +230,76 @@ def search_exchanges(step: Step, images: torch.Tensor, label_logits: torch.Tenso
         total_iterations += done
         return loss, polished
 
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
     current = images.detach().clone().requires_grad_(True)
-    loss, total_iterations = float(step(current, label_logits, bn_weight)[0]), 0
-    current = current.detach()
+    best = _SearchState(float(step(current, label_logits, bn_weight)[0]), current.detach(), [])
+    total_iterations = 0
     if initial_polish_iterations:
-        polished_loss, polished = run_polish(current, initial_polish_iterations)
-        if polished_loss < loss:
-            loss, current = polished_loss, polished
-    if not pairs:
-        rounds = 0
-    accepted: list[str] = []
-    bar = tqdm(range(rounds), desc="exchange search", disable=not progress, leave=False)
+        polished_loss, polished = run_polish(best.images, initial_polish_iterations)
+        if polished_loss < best.loss:
+            best = _SearchState(polished_loss, polished, [])
+    beam, rounds_without_gain = [best], 0
+    bar = tqdm(range(rounds if pairs else 0), desc="exchange search", disable=not progress, leave=False)
     for round_index in bar:
-        if deadline is not None and time.monotonic() > deadline:
+        if out_of_time():
             break
-        screened = []
-        for first, second in pairs:
-            for name, mask in exchange_candidates(current[first], current[second]):
-                exchanged = exchange_region(current, first, second, mask)
-                screened_loss, screened_images = run_polish(exchanged, screen_iterations)
-                screened.append((screened_loss, _candidate_kind(name), f"{first}-{second} {name}", screened_images))
-        screened.sort(key=lambda entry: entry[0])
-        # The best of each kind, not the best few overall: short screens rank the kinds unevenly (a component moves
-        # little and screens low whether it helps or not), and the best two overall crowded out the kind that helped.
-        best_per_kind: dict[str, tuple[str, torch.Tensor]] = {}
-        for _, kind, name, candidate in screened:
-            best_per_kind.setdefault(kind, (name, candidate))
-        unexchanged_loss, unexchanged = run_polish(current, polish_iterations)
-        best = (unexchanged_loss, None, unexchanged)
-        for name, candidate in best_per_kind.values():
-            polished_loss, polished_images = run_polish(candidate, polish_iterations)
-            if polished_loss < best[0]:
-                best = (polished_loss, name, polished_images)
-        if not best[0] <= loss * (1 - MIN_RELATIVE_GAIN):
+        pool = []
+        for state in beam:
+            if out_of_time():
+                break
+            screened = []
+            for first, second in pairs:
+                for name, mask in exchange_candidates(state.images[first], state.images[second]):
+                    screened_loss, screened_images = run_polish(exchange_region(state.images, first, second, mask),
+                                                                screen_iterations)
+                    screened.append((screened_loss, _candidate_kind(name), f"{first}-{second} {name}", screened_images))
+            screened.sort(key=lambda entry: entry[0])
+            # The best of each kind, not the best few overall: short screens rank the kinds unevenly (a component
+            # moves little and screens low whether it helps or not), and the best two overall crowded out the kind
+            # that helped.
+            best_per_kind: dict[str, tuple[str, torch.Tensor]] = {}
+            for _, kind, name, candidate in screened:
+                best_per_kind.setdefault(kind, (name, candidate))
+            pool.append(_SearchState(*run_polish(state.images, polish_iterations), state.accepted))
+            for name, candidate in best_per_kind.values():
+                pool.append(_SearchState(*run_polish(candidate, polish_iterations), state.accepted + [name]))
+        if not pool:
             break
-        loss, current = best[0], best[2]
-        if best[1] is not None:
-            accepted.append(best[1])
-            logger.info("exchange search round %d: kept %s (loss %.5g, %.5g without it)", round_index + 1, best[1],
-                        loss, unexchanged_loss)
-        bar.set_postfix(loss=f"{loss:.4f}", kept=len(accepted))
+        beam = _lowest_distinct(pool, beam_width)
+        if beam[0].loss <= best.loss * (1 - MIN_RELATIVE_GAIN):
+            if beam[0].accepted != best.accepted:
+                logger.info("exchange search round %d: now %s (loss %.5g, %.5g before)", round_index + 1,
+                            ", ".join(beam[0].accepted), beam[0].loss, best.loss)
+            best, rounds_without_gain = beam[0], 0
+        else:
+            rounds_without_gain += 1
+        bar.set_postfix(loss=f"{best.loss:.4f}", kept=len(best.accepted))
+        if rounds_without_gain >= patience:
+            break
     bar.close()
-    stopped = "time_budget" if deadline is not None and time.monotonic() > deadline else "completed"
-    return ExchangeOutcome(images=current, loss=loss, accepted=accepted, iterations=total_iterations, stopped=stopped)
+    return ExchangeOutcome(images=best.images, loss=best.loss, accepted=best.accepted, iterations=total_iterations,
+                           stopped="time_budget" if out_of_time() else "completed")
+
+
+@dataclasses.dataclass
+class _SearchState:
+    loss: float
+    images: torch.Tensor
+    accepted: list[str]
+
+
+#: Two search states whose images differ by less than this (mean absolute difference) count as one in the beam.
+DISTINCT_STATES = 2e-3
+
+
+def _lowest_distinct(states: list[_SearchState], count: int) -> list[_SearchState]:
+    """The ``count`` lowest-loss states, skipping any within :data:`DISTINCT_STATES` of one already chosen."""
+    chosen: list[_SearchState] = []
+    for state in sorted(states, key=lambda entry: entry.loss):
+        if all(float((state.images - other.images).abs().mean()) > DISTINCT_STATES for other in chosen):
+            chosen.append(state)
+        if len(chosen) == count:
+            break
+    return chosen

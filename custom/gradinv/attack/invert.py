@@ -287,6 +287,7 @@ def invert(
             outcome = search_exchanges(step, start["images"], labels_held, pairs, rounds=config.exchange_rounds,
                                        screen_iterations=screen_iterations, polish_iterations=polish_iterations,
                                        lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
+                                       beam_width=config.exchange_beam, patience=config.exchange_patience,
                                        initial_polish_iterations=initial_polish, deadline=deadline, progress=progress)
             iterations_run += outcome.iterations
             stopped = outcome.stopped
