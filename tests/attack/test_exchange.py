@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from gradinv.attack import attack_update, get_preset
-from gradinv.attack.exchange import MIN_RELATIVE_GAIN, exchange_candidates, exchange_region, search_exchanges
+from gradinv.attack.exchange import (DISTINCT_STATES, MIN_RELATIVE_GAIN, _lowest_distinct, _SearchState,
+                                     exchange_candidates, exchange_region, search_exchanges)
 from gradinv.errors import AttackInputError
 from gradinv.recipe import TrainingRecipe
 
@@ -138,7 +139,6 @@ def test_a_beam_follows_an_exchange_that_pays_only_with_the_next_one(monkeypatch
 
 
 def test_the_beam_keeps_distinct_states_only():
-    from gradinv.attack.exchange import DISTINCT_STATES, _lowest_distinct, _SearchState
     base = torch.zeros(2, 1, 8, 8)
     states = [_SearchState(0.1, base, []), _SearchState(0.2, base + DISTINCT_STATES / 2, ["a"]),
               _SearchState(0.3, base + 0.5, ["b"]), _SearchState(0.4, base + 0.9, ["c"])]
