@@ -32,7 +32,7 @@ The table reports per kind the mean and the worst case; the last stdout line is 
 
 Usage::
 
-    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (about 45 minutes on 2 cores)
+    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (hours: a same-label pair takes 20-37 min on 1 thread)
     python bench/attack_quality.py --cases 1 --seeds 0  # quick look
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
     python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
