@@ -100,16 +100,17 @@ class AttackConfig:
         exchange_restarts: runs (in place of ``restarts``) for the clients the search runs on because their analytic
             label counts put two slots in one class: the search improves a start by a few exchanges and cannot
             rescue a start that is a fine blend, so it pays to draw more runs and search from the best (a run costs
-            a fraction of a search). Measured on 12 same-label pair runs (README), 6 runs against 3: mean SSIM 0.847 ->
-            0.872 (3 up, 1 down, 8 the same), up to 2x the time.
+            a fraction of a search). Measured on 12 same-label pair runs (docs/same-label-pairs.md), 6 runs
+            against 3: mean SSIM 0.847 -> 0.872 (3 up, 1 down, 8 the same), up to 2x the time.
         exchange_starts: the search runs from the best iterates of this many runs (lowest loss first), and the
             lowest loss it reaches is kept: the search ends in different states from different patchworks.
         exchange_beam: states the search keeps per round (the lowest losses), each searched in the next round.
         exchange_patience: the search stops after this many rounds in a row that do not lower its best loss (by 1 %).
             A beam of 1 with a patience of 1 is greedy; a wider beam with a patience of 2 also follows an exchange
             that pays only with the next one (a large, mostly right exchange whose seam is wrong). Measured on 6
-            same-label pairs from other image sources (README), beam 3 / patience 2 against greedy: the MR pair that
-            the greedy search left at 0.63 reached 0.93, the others moved within run-to-run noise; 1.5-3x the time.
+            same-label pairs from other image sources (docs/same-label-pairs.md), beam 3 / patience 2 against
+            greedy: the MR pair that the greedy search left at 0.63 reached 0.93, the others moved within run-to-run
+            noise; on 6 test-split pairs mean SSIM 0.919 -> 0.946 (worst 0.877 -> 0.918); 1.5-3x the time.
         exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
         exchange_polish: iterations that polish the start and the best candidates, as a fraction of ``iterations``.
         exchange_lr: Adam step size (decaying to 0) of screening and polishing; low, so that a polish settles
