@@ -171,6 +171,7 @@ def invert(
     seed: int = 0,
     progress: bool = True,
     description: str = "inverting",
+    input_shape: tuple[int, int, int] | None = None,
 ) -> InversionResult:
     """Reconstruct a client's images from its update.
 
@@ -185,10 +186,12 @@ def invert(
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         seed: seeds the initial noise, random labels and the Langevin noise.
         progress: show a tqdm progress bar.
+        input_shape: (C, H, W) of one image the client's model is fed; ``None`` takes ``model.input_shape``
+            (which :func:`gradinv.models.build_model` records).
     """
     device = resolve_device(device)
     started = time.monotonic()
-    input_shape = _input_shape(model)
+    input_shape = _input_shape(model, input_shape)
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
@@ -363,12 +366,14 @@ def _run_generator(seed: int, run: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed * 7919 + run)
 
 
-def _input_shape(model: nn.Module) -> tuple[int, int, int]:
-    channels = getattr(model, "in_channels", 1)
-    resolution = getattr(model, "resolution", None)
-    if resolution is None:
-        raise ValueError(f"{type(model).__name__} does not say its input resolution; pass a model from gradinv.models")
-    return channels, resolution, resolution
+def _input_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
+    shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
+    if shape is None:
+        raise AttackInputError(f"the shape of the images {type(model).__name__} is fed is unknown; pass "
+                               "input_shape=(C, H, W)")
+    if len(shape) != 3 or not all(isinstance(size, int) and size >= 1 for size in shape):
+        raise AttackInputError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
+    return tuple(shape)
 
 
 def _initial_images(init: str, init_noise: float, prior: torch.Tensor | None, count: int, shape: tuple[int, int, int],

@@ -45,12 +45,17 @@ MODEL_NAMES = tuple(_BUILDERS)
 def build_model(name: str = DEFAULT_MODEL, num_classes: int = 2, resolution: int = 64, **kwargs) -> nn.Module:
     """Build a classifier by name. ``resolution`` is the input height = width the model will see.
 
+    The model records the shape of one input image as ``model.input_shape`` (C, H, W).
+
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    return _BUILDERS[name][0](num_classes=num_classes, resolution=resolution, **kwargs)
+    model = _BUILDERS[name][0](num_classes=num_classes, resolution=resolution, **kwargs)
+    # The attack needs the shape of the images the model is fed; a user's own model declares it elsewhere.
+    model.input_shape = (1, resolution, resolution)
+    return model
 
 
 def describe_models() -> dict[str, str]:
