@@ -77,7 +77,7 @@ def test_grayscale_files_are_repeated_to_three_channels(tmp_path: Path) -> None:
     png = write_png(tmp_path / "gray.png", size=32)
     dicom = write_dicom(tmp_path / "gray.dcm", np.tile(np.arange(32, dtype=np.uint16) * 50, (32, 1)))
     sixteen = tmp_path / "gray16.png"
-    Image.fromarray((gradient_image(32).astype(np.uint16) * 257)).save(sixteen)
+    Image.fromarray(gradient_image(32).astype(np.uint16) * 257).save(sixteen)
     for path in (png, dicom, sixteen):
         gray = load_image(path, 16)
         colour = load_image(path, 16, channels=3)
