@@ -5,7 +5,8 @@
   :mod:`gradinv.data.sample`.
 * :func:`make_site_datalists`, :func:`demo_datalists`, :func:`load_datalist`: MONAI decathlon-style
   JSON datalists, one per FL site.
-* :func:`load_image`, :func:`load_images`: any PNG/JPEG/BMP/TIFF/DICOM as grayscale [0, 1] arrays/tensors.
+* :func:`load_image`, :func:`load_images`: any PNG/JPEG/BMP/TIFF/DICOM as grayscale or RGB [0, 1] arrays/tensors
+  of any height x width.
 * :func:`list_images` (and the per-format ``list_*``): folders (COVID-19 Radiography Database layout,
   class folders, flat), MedMNIST ``.npz``, CSV and JSON datalists as an :class:`ImageList`.
 

@@ -1,4 +1,4 @@
-"""Reading medical and ordinary image files into grayscale float arrays in [0, 1].
+"""Reading medical and ordinary image files into grayscale or RGB float arrays in [0, 1].
 
 One code path serves every consumer: the sample-set builder, the FL client's data loading and the
 attack CLI all call :func:`load_image` (or :func:`read_image_unit` when they crop themselves), so a
@@ -6,15 +6,20 @@ DICOM is windowed the same way wherever it is read.
 
 Conventions:
 
-* Ordinary images (PNG/JPEG/BMP/TIFF): colour is converted to luma (ITU-R 601-2); integer pixels are
-  divided by their type's maximum (so 8- and 16-bit files keep their own contrast); float TIFFs
-  already in [0, 1] are kept, others are min-max scaled.
+* Channels: ``channels=1`` (the default) reads grayscale, ``channels=3`` reads RGB. Arrays are
+  channels-first, as torch expects: (H, W) for grayscale, (3, H, W) for RGB; :func:`load_images` stacks
+  them as (N, C, H, W). With ``channels=3`` a grayscale file is repeated to three equal channels.
+* Ordinary images (PNG/JPEG/BMP/TIFF): for grayscale, colour is converted to luma (ITU-R 601-2); integer
+  pixels are divided by their type's maximum (so 8- and 16-bit files keep their own contrast); float
+  TIFFs already in [0, 1] are kept, others are min-max scaled. Transparent pixels read as black.
 * DICOM: rescale slope/intercept (modality LUT) is applied, the result is windowed to the 0.5th..99.5th
   percentile (robust to a few saturated pixels and to large black borders), and MONOCHROME1 is
   inverted so that dense tissue is bright, as on a radiologist's screen. Multi-frame: the middle frame.
-  Colour DICOM (RGB/YBR/palette) is converted to luma.
-* Resizing: centre square crop, then area averaging (PIL ``BOX``) when shrinking, which is
-  anti-aliased, and bilinear interpolation when enlarging (no overshoot outside [0, 1]).
+  Colour DICOM (RGB/YBR/palette) is converted to windowed luma for grayscale; for RGB its colours are
+  divided by the largest value of their bit depth, without a window, as a viewer shows a colour image.
+* Resizing to H x W (a square R x R when the resolution is one number): centre crop to the target's
+  aspect ratio, then area averaging (PIL ``BOX``) when shrinking, which is anti-aliased, and bilinear
+  interpolation when enlarging (no overshoot outside [0, 1]), channel by channel.
 * Refused, with a :class:`DataError` naming the file: images over :func:`max_image_pixels` pixels (PIL's
   decompression-bomb limit) and NaN or infinite pixel values (float TIFF/DICOM, extreme DICOM rescale
   slopes). A file named ``DICOMDIR`` (a DICOM export's index, no pixels) is not an image.
@@ -35,6 +40,11 @@ from gradinv.errors import DataError
 
 if TYPE_CHECKING:
     import torch
+
+#: An image size: one number for a square, or (height, width).
+Resolution = int | tuple[int, int]
+#: The channel counts an image can be read with: grayscale or RGB.
+CHANNEL_COUNTS = (1, 3)
 
 #: File name suffixes (lower case) treated as images when a folder is listed.
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -125,6 +135,16 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
 
 
+def _with_channels(gray: np.ndarray, channels: int) -> np.ndarray:
+    """A grayscale (H, W) array as itself (1 channel) or repeated to (3, H, W)."""
+    return gray if channels == 1 else np.repeat(gray[None], channels, axis=0)
+
+
+def _check_channels(channels: int) -> None:
+    if isinstance(channels, bool) or channels not in CHANNEL_COUNTS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
 def _looks_like_dicom(dataset) -> bool:
     """``dcmread(force=True)`` parses anything; a real DICOM has file meta or at least one core attribute."""
     return bool(dataset.file_meta) or any(keyword in dataset for keyword in ("SOPClassUID", "Modality", "Rows"))
@@ -145,7 +165,19 @@ def _dicom_pixel_count(dataset) -> int | None:
         return None
 
 
-def _dicom_to_unit(dataset, pixels: np.ndarray) -> np.ndarray:
+def _colour_unit(rgb: np.ndarray, bits: int | None, channels: int) -> np.ndarray:
+    """A colour DICOM's (H, W, 3) pixels: windowed luma (H, W), or RGB (3, H, W) divided by ``2**bits - 1``."""
+    if channels == 1:
+        return window_unit(_luma(rgb.astype(np.float64)))
+    if not bits or bits < 1:
+        bits = np.iinfo(rgb.dtype).bits if rgb.dtype.kind in "iu" else 0
+    if not bits:
+        raise _BadPixels(f"colour pixels of type {rgb.dtype} have no bit depth to scale by")
+    unit = np.clip(rgb.astype(np.float64) / (2.0**bits - 1.0), 0.0, 1.0)
+    return np.ascontiguousarray(unit.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _dicom_to_unit(dataset, pixels: np.ndarray, channels: int) -> np.ndarray:
     from pydicom.pixels import apply_color_lut, apply_rescale
 
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
@@ -154,22 +186,22 @@ def _dicom_to_unit(dataset, pixels: np.ndarray) -> np.ndarray:
     if frames > 1:
         pixels = pixels[frames // 2]
 
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(pixels, dataset).astype(np.float64)
-        return window_unit(_luma(rgb))
+    if photometric == "PALETTE COLOR":  # the palette's own bit depth is its dtype's (8 or 16 bits)
+        return _colour_unit(apply_color_lut(pixels, dataset), None, channels)
     if samples_per_pixel == 3:
         # pydicom converts YBR to RGB when decoding, so three samples are RGB here
-        return window_unit(_luma(pixels.astype(np.float64)))
+        return _colour_unit(pixels, int(dataset.get("BitsStored", 0) or 0), channels)
 
     values = apply_rescale(pixels, dataset)
     unit = window_unit(values)
     if photometric == "MONOCHROME1":  # high values are dark on MONOCHROME1: invert for display
         unit = 1.0 - unit
-    return unit
+    return _with_channels(unit, channels)
 
 
-def read_dicom_unit(path: Path) -> np.ndarray:
-    """Read a DICOM file's (middle) frame as float32 (H, W) in [0, 1]; see the module docstring."""
+def read_dicom_unit(path: Path, channels: int = 1) -> np.ndarray:
+    """Read a DICOM file's (middle) frame as float32 (H, W), or (3, H, W) for ``channels=3``, in [0, 1];
+    see the module docstring."""
     import pydicom
 
     path = Path(path)
@@ -194,39 +226,48 @@ def read_dicom_unit(path: Path) -> np.ndarray:
         raise _unreadable(path, f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc}){hint}") from exc
     try:
         with np.errstate(all="ignore"):  # an overflowing rescale becomes inf, which _require_finite reports
-            return _dicom_to_unit(dataset, pixels)
+            return _dicom_to_unit(dataset, pixels, channels)
     except _BadPixels as exc:
         raise _unreadable(path, str(exc)) from exc
     except Exception as exc:  # a malformed rescale, palette or frame attribute
         raise _unreadable(path, f"DICOM pixel values cannot be converted ({type(exc).__name__}: {exc})") from exc
 
 
-def _raster_to_unit(image: Image.Image) -> np.ndarray:
-    """Convert a PIL image to float32 grayscale in [0, 1] (see the module docstring)."""
+def _wide_gray_to_unit(image: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grayscale PIL image as float32 (H, W) in [0, 1]."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return (np.asarray(image, dtype=np.float64) / 65535.0).astype(np.float32)
-    if image.mode in ("I", "F"):
-        values = _require_finite(np.asarray(image, dtype=np.float64))
-        if image.mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
-            return values.astype(np.float32)
-        low, high = float(values.min()), float(values.max())
-        if high <= low:
-            return np.zeros(values.shape, dtype=np.float32)
-        return ((values - low) / (high - low)).astype(np.float32)
+    values = _require_finite(np.asarray(image, dtype=np.float64))
+    if image.mode == "F" and values.min() >= 0.0 and values.max() <= 1.0:
+        return values.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.float32)
+    return ((values - low) / (high - low)).astype(np.float32)
+
+
+def _raster_to_unit(image: Image.Image, channels: int) -> np.ndarray:
+    """Convert a PIL image to float32 grayscale (H, W) or RGB (3, H, W) in [0, 1] (see the module docstring)."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _with_channels(_wide_gray_to_unit(image), channels)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image)  # transparent pixels read as black
-    if image.mode != "L":
-        image = image.convert("L")
-    return np.asarray(image, dtype=np.float32) / 255.0
+    if channels == 1:
+        pixels = np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32)
+        return pixels / 255.0
+    pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)) / 255.0
 
 
-def read_image_unit(path: str | Path) -> np.ndarray:
-    """Read any supported image file at its own size as float32 grayscale (H, W) in [0, 1].
+def read_image_unit(path: str | Path, channels: int = 1) -> np.ndarray:
+    """Read any supported image file at its own size as float32 in [0, 1]: grayscale (H, W), or RGB (3, H, W)
+    for ``channels=3`` (a grayscale file repeated to three channels).
 
     Raises :class:`DataError` naming the file when it is missing, not an image, or cannot be decoded.
     """
+    _check_channels(channels)
     path = Path(path)
     try:
         if path.is_dir():
@@ -237,7 +278,7 @@ def read_image_unit(path: str | Path) -> np.ndarray:
     except OSError as exc:  # e.g. no permission to read the file or to enter its folder
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions.") from exc
     if _is_dicom(path):
-        return read_dicom_unit(path)
+        return read_dicom_unit(path, channels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # under the limit: an ordinary large image
@@ -246,7 +287,7 @@ def read_image_unit(path: str | Path) -> np.ndarray:
                 if frames > 1:  # multi-page TIFF / animated image: same rule as multi-frame DICOM
                     image.seek(frames // 2)
                 image.load()
-                return _raster_to_unit(image)
+                return _raster_to_unit(image, channels)
     except Image.DecompressionBombError as exc:  # PIL says "Image size (N pixels) exceeds limit of ..."
         size = re.search(r"\((\d+) pixels\)", str(exc))
         raise _unreadable(path, _too_large(size and size.group(1))) from exc
@@ -277,42 +318,76 @@ def check_readable(paths: Iterable[str | Path]) -> None:
                         f"The others: {others}.")
 
 
+def _target_size(resolution: Resolution) -> tuple[int, int]:
+    """(height, width) of a resolution given as one side or a pair; ValueError for anything else."""
+    pair = (resolution, resolution) if isinstance(resolution, (int, np.integer)) else resolution
+    problem = f"resolution must be a positive number of pixels or a (height, width) pair of them, got {resolution!r}"
+    try:
+        height, width = pair
+    except (TypeError, ValueError):
+        raise ValueError(problem) from None
+    if any(isinstance(side, bool) or not isinstance(side, (int, np.integer)) or side < 1 for side in (height, width)):
+        raise ValueError(problem)
+    return int(height), int(width)
+
+
+def centre_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The largest centred crop of an (..., H, W) array with the aspect ratio ``width / height``."""
+    rows, columns = image.shape[-2:]
+    if columns * height > rows * width:  # wider than the target: keep every row
+        crop_rows, crop_columns = rows, max(1, round(rows * width / height))
+    else:
+        crop_rows, crop_columns = max(1, round(columns * height / width)), columns
+    top, left = (rows - crop_rows) // 2, (columns - crop_columns) // 2
+    return image[..., top : top + crop_rows, left : left + crop_columns]
+
+
 def centre_square(image: np.ndarray) -> np.ndarray:
-    """The largest centred square of an (H, W) array."""
-    height, width = image.shape
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return image[top : top + side, left : left + side]
+    """The largest centred square of an (..., H, W) array."""
+    return centre_crop(image, 1, 1)
+
+
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a float32 (H, W) or (C, H, W) array to height x width, channel by channel: area averaging when
+    shrinking, bilinear when enlarging."""
+    if image.shape[-2:] == (height, width):
+        return image.astype(np.float32, copy=False)
+    if image.ndim == 3:
+        return np.stack([resize_to(channel, height, width) for channel in image])
+    shrinking = image.shape[0] > height or image.shape[1] > width
+    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize((width, height), method)
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
 def resize_square(image: np.ndarray, resolution: int) -> np.ndarray:
     """Resize a square float32 array to resolution x resolution (area when shrinking, bilinear when enlarging)."""
-    if image.shape == (resolution, resolution):
-        return image.astype(np.float32, copy=False)
-    shrinking = image.shape[0] > resolution
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize((resolution, resolution), method)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return resize_to(image, resolution, resolution)
 
 
-def load_image(path: str | Path, resolution: int) -> np.ndarray:
-    """Load one image as float32 (resolution, resolution) grayscale in [0, 1].
+def load_image(path: str | Path, resolution: Resolution, channels: int = 1) -> np.ndarray:
+    """Load one image as float32 in [0, 1]: grayscale (H, W), or RGB (3, H, W) for ``channels=3``.
 
-    Centre square crop, then anti-aliased resize. PNG/JPEG/BMP/TIFF and DICOM are supported; a file
-    that is missing or cannot be decoded raises :class:`DataError` naming it.
+    ``resolution`` is one side (a square, centre-cropped) or a (height, width) pair (centre-cropped to its
+    aspect ratio); then anti-aliased resize. PNG/JPEG/BMP/TIFF and DICOM are supported; a file that is
+    missing or cannot be decoded raises :class:`DataError` naming it.
     """
-    if resolution < 1:
-        raise ValueError(f"resolution must be a positive number of pixels, got {resolution}")
-    return resize_square(centre_square(read_image_unit(path)), resolution)
+    height, width = _target_size(resolution)
+    return resize_to(centre_crop(read_image_unit(path, channels), height, width), height, width)
 
 
-def load_images(entries: Sequence[Mapping], resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_images(
+    entries: Sequence[Mapping], resolution: Resolution, channels: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load datalist entries (``{"image": path, "label": int}``) into tensors.
 
-    Returns ``(images, labels)``: a float32 tensor (N, 1, R, R) in [0, 1] and an int64 tensor (N,).
+    Returns ``(images, labels)``: a float32 tensor (N, C, H, W) in [0, 1], C = ``channels`` (1 grayscale,
+    3 RGB) and H x W the ``resolution`` (R x R for one number), and an int64 tensor (N,).
     """
     import torch
 
+    _target_size(resolution)
+    _check_channels(channels)
     if not entries:
         raise DataError("no images to load: the datalist entry list is empty.")
     arrays = []
@@ -320,7 +395,8 @@ def load_images(entries: Sequence[Mapping], resolution: int) -> tuple[torch.Tens
     for index, entry in enumerate(entries):
         if "image" not in entry or "label" not in entry:
             raise DataError(f"datalist entry {index} lacks an 'image' or 'label' key: {dict(entry)!r}")
-        arrays.append(load_image(entry["image"], resolution))
+        arrays.append(load_image(entry["image"], resolution, channels))
         labels.append(int(entry["label"]))
-    images = torch.from_numpy(np.stack(arrays)[:, None])
+    stack = np.stack(arrays)
+    images = torch.from_numpy(stack[:, None] if channels == 1 else stack)
     return images, torch.tensor(labels, dtype=torch.long)

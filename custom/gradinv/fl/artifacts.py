@@ -3,6 +3,10 @@
 Reconstructions are potential patient data: the folder is 0700 and every file 0600, whatever the umask,
 and image saving can be switched off. Site names come from the network; they are sanitised before they
 become path parts.
+
+Images are greyscale or RGB in [0, 1] pixel space, channels first. ``reconstruction.npz`` stores them as
+float32 ``reconstructions`` and ``originals`` of shape (N, C, H, W) and ``prior`` (C, H, W), C = 1 or 3;
+``reconstruction.png`` is greyscale, or RGB when the images are colour.
 """
 
 from __future__ import annotations
@@ -40,16 +44,36 @@ def safe_path_part(name: object, fallback: str = "unknown") -> str:
     return cleaned or fallback
 
 
+def pixel_stack(images: np.ndarray, name: str) -> np.ndarray:
+    """(N, H, W) or (N, C, H, W), C in {1, 3} -> float32 (N, C, H, W) clipped to [0, 1] pixel space."""
+    stack = np.asarray(images, dtype=np.float32)
+    if stack.ndim == 3:
+        stack = stack[:, None]
+    if stack.ndim != 4 or stack.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must be images (N, H, W) or (N, C, H, W) with C = 1 or 3; got shape {stack.shape}")
+    return np.clip(stack, 0.0, 1.0)
+
+
 def image_grid(rows: Sequence[np.ndarray], scale: int = 2, gap: int = 2) -> bytes:
-    """PNG bytes of a grid: one row per (N, H, W) array of images in [0, 1]."""
-    count = max(len(row) for row in rows)
-    height, width = rows[0].shape[-2:]
-    canvas = np.ones(((height + gap) * len(rows) - gap, (width + gap) * count - gap), dtype=np.float32)
-    for r, row in enumerate(rows):
-        for c, image in enumerate(row):
+    """PNG bytes of a grid: one row per (N, H, W) or (N, C, H, W) array (C = 1 or 3) of images in [0, 1].
+
+    The PNG is RGB when any row is colour (greyscale rows are repeated to three channels), greyscale otherwise.
+    Every image must have the same height and width; rows may hold different numbers of images.
+    """
+    stacks = [pixel_stack(row, f"grid row {index}") for index, row in enumerate(rows)]
+    height, width = stacks[0].shape[-2:]
+    if any(stack.shape[-2:] != (height, width) for stack in stacks):
+        sizes = ", ".join(f"{stack.shape[-2]}x{stack.shape[-1]}" for stack in stacks)
+        raise ValueError(f"grid rows must hold images of one height x width; got {sizes}")
+    channels = max(stack.shape[1] for stack in stacks)
+    count = max(len(stack) for stack in stacks)
+    canvas = np.ones((channels, (height + gap) * len(stacks) - gap, (width + gap) * count - gap), dtype=np.float32)
+    for r, stack in enumerate(stacks):
+        for c, image in enumerate(stack):
             top, left = r * (height + gap), c * (width + gap)
-            canvas[top : top + height, left : left + width] = np.clip(image, 0, 1)
-    picture = Image.fromarray((canvas * 255).round().astype(np.uint8), mode="L")
+            canvas[:, top : top + height, left : left + width] = image  # a greyscale image fills every channel
+    pixels = (canvas * 255).round().astype(np.uint8)
+    picture = Image.fromarray(pixels[0], mode="L") if channels == 1 else Image.fromarray(pixels.transpose(1, 2, 0))
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     buffer = io.BytesIO()
@@ -111,18 +135,24 @@ class ArtifactWriter:
         originals: np.ndarray | None = None,
         prior: np.ndarray | None = None,
     ) -> Path:
-        """``metrics.json`` always; the grid PNG and raw arrays only when image saving is on."""
+        """``metrics.json`` always; the grid PNG and raw arrays only when image saving is on.
+
+        ``reconstructions`` and ``originals`` are (N, H, W) or (N, C, H, W) with C = 1 or 3 in [0, 1] pixel
+        space (reconstructions are clipped to it), ``prior`` is (H, W) or (C, H, W); they are stored as
+        (N, C, H, W) and (C, H, W) (see the module docstring).
+        """
         folder = self.site_round_dir(round_num, site)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private_bytes(folder / SITE_ROUND_METRICS_JSON, json.dumps(metrics, indent=2, default=_json_default).encode())
+        details = json.dumps(metrics, indent=2, default=_json_default).encode()
+        write_private_bytes(folder / SITE_ROUND_METRICS_JSON, details)
         if self.save_images and reconstructions is not None:
-            rows = [reconstructions] if originals is None else [originals, reconstructions]
-            write_private_bytes(folder / RECONSTRUCTION_PNG, image_grid(rows))
-            arrays = {"reconstructions": reconstructions.astype(np.float32)}
+            arrays = {"reconstructions": pixel_stack(reconstructions, "reconstructions")}
             if originals is not None:
-                arrays["originals"] = originals.astype(np.float32)
-            if prior is not None:
-                arrays["prior"] = prior.astype(np.float32)
+                arrays["originals"] = pixel_stack(originals, "originals")
+            if prior is not None:  # (H, W) or (C, H, W): a stack of one
+                arrays["prior"] = pixel_stack(np.asarray(prior)[None], "prior")[0]
+            rows = [arrays[key] for key in ("originals", "reconstructions") if key in arrays]
+            write_private_bytes(folder / RECONSTRUCTION_PNG, image_grid(rows))
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **arrays)
             write_private_bytes(folder / RECONSTRUCTION_NPZ, buffer.getvalue())

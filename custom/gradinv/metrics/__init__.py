@@ -3,8 +3,8 @@
 :func:`evaluate_reconstruction` is the single entry point used by the CLI, the NVFlare filter and the report;
 the pieces it combines are exported for direct use:
 
-* :func:`ssim`, :func:`psnr` (scikit-image, reference SSIM settings, [0, 1] images), :func:`minmax_normalise`,
-  :func:`ssim_matrix`;
+* :func:`ssim`, :func:`psnr` (scikit-image, reference SSIM settings, [0, 1] greyscale or RGB images),
+  :func:`minmax_normalise`, :func:`ssim_matrix`;
 * :class:`LPIPSMetric` / :func:`lpips_distance` (LPIPS-alex v0.1 with verified offline weights) and
   :func:`ensure_lpips_weights`, which builds those weights once;
 * :func:`match_reconstructions` (Hungarian and the reference's best match), :func:`rdlv`,

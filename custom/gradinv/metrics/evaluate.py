@@ -2,9 +2,12 @@
 
 See :func:`evaluate_reconstruction` for the returned keys. Conventions:
 
-* Images are greyscale floats in [0, 1]. Originals and the prior must lie in [0, 1]; reconstructions are
-  clipped to [0, 1] (an attack's pixels may overshoot) and are not min-max rescaled, except for
-  ``ssim_minmax``, which reproduces the reference's per-reconstruction min-max rescaling (of the clipped image).
+* Images are floats in [0, 1], greyscale or RGB (channels first: (N, 3, H, W)), of any height and width of at least
+  7 px; originals, reconstructions and the prior must have the same channels. SSIM of RGB is the mean over its
+  channels, PSNR is over every pixel of every channel, LPIPS reads RGB as it is (greyscale repeated to RGB).
+  Originals and the prior must lie in [0, 1]; reconstructions are clipped to [0, 1] (an attack's pixels may
+  overshoot) and are not min-max rescaled, except for ``ssim_minmax``, which reproduces the reference's
+  per-reconstruction min-max rescaling (of the clipped image; an RGB image over all its channels at once).
 * Per-image metrics use the Hungarian one-to-one pairing; ``*_best_match`` use the reference's argmax pairing
   (:mod:`gradinv.metrics.matching`).
 * Aggregates are over the originals that have a value; anything unknown is None (JSON null), never invented:
@@ -28,6 +31,7 @@ from gradinv.metrics.relative_leakage import rdlv
 from gradinv.metrics.similarity import (
     PSNR_CAP_DB,
     PSNR_DATA_RANGE,
+    RGB_CHANNELS,
     SSIM_SETTINGS,
     SSIM_WINDOW,
     minmax_normalise,
@@ -50,22 +54,30 @@ def _as_array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _channel_name(channels: int) -> str:
+    return "1 channel (greyscale)" if channels == 1 else f"{channels} channels (RGB)"
+
+
 def _as_image_stack(images: Any, name: str) -> np.ndarray:
-    """(K, H, W) or (K, 1, H, W) -> finite float64 (K, H, W), K >= 1, sides >= the SSIM window."""
+    """(K, H, W), (K, 1, H, W) or (K, 3, H, W) -> finite float64 (K, C, H, W), K >= 1, sides >= the SSIM window."""
     raw = _as_array(images)
     if raw.dtype.kind in "iu":  # 0-255 pixels would be silently clipped to {0, 1}
         raise ValueError(f"{name} must be float images in [0, 1]; got {raw.dtype} (divide 8-bit images by 255)")
     stack = raw.astype(np.float64)
-    if stack.ndim == 4 and stack.shape[1] == 1:
-        stack = stack[:, 0]
-    if stack.ndim != 3:
+    if stack.ndim == 3:
+        stack = stack[:, None]
+    if stack.ndim != 4 or stack.shape[1] not in (1, RGB_CHANNELS):
         hint = " (wrap a single image as image[None])" if stack.ndim == 2 else ""
-        raise ValueError(f"{name} must be greyscale (K, H, W) or (K, 1, H, W); got shape {stack.shape}{hint}")
+        if stack.ndim == 4 and stack.shape[-1] in (1, RGB_CHANNELS):
+            hint = " (channels go first: move the last axis with images.transpose(0, 3, 1, 2))"
+        raise ValueError(
+            f"{name} must be greyscale (K, H, W) or (K, 1, H, W), or RGB (K, 3, H, W); got shape {stack.shape}{hint}"
+        )
     if stack.shape[0] == 0:
         raise ValueError(f"{name} is empty: no images to evaluate")
-    if min(stack.shape[1:]) < SSIM_WINDOW:
+    if min(stack.shape[2:]) < SSIM_WINDOW:
         raise ValueError(
-            f"{name} are {stack.shape[1]}x{stack.shape[2]} px; SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs at "
+            f"{name} are {stack.shape[2]}x{stack.shape[3]} px; SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs at "
             f"least {SSIM_WINDOW} px per side"
         )
     if not np.isfinite(stack).all():
@@ -80,12 +92,22 @@ def _check_unit_range(images: np.ndarray, name: str) -> np.ndarray:
     return np.clip(images, 0.0, 1.0)
 
 
-def _as_prior(prior: Any, image_shape: tuple[int, ...]) -> np.ndarray:
+def _as_prior(prior: Any, channels: int, image_size: tuple[int, int]) -> np.ndarray:
+    """(H, W), (C, H, W) or (1, C, H, W) -> float64 (C, H, W) with the originals' channels and size."""
     image = _as_array(prior).astype(np.float64)
-    while image.ndim > 2 and image.shape[0] == 1:  # (1, H, W) and (1, 1, H, W) name one image too
+    while image.ndim > 3 and image.shape[0] == 1:  # (1, C, H, W) names one image too
         image = image[0]
-    if image.shape != image_shape:
-        raise ValueError(f"prior must be one (H, W) image of the originals' size {image_shape}; got {image.shape}")
+    if image.ndim == 2:
+        image = image[None]
+    if image.ndim != 3 or image.shape[1:] != image_size:
+        raise ValueError(
+            f"prior must be one (H, W) or (C, H, W) image of the originals' size {image_size}; got {image.shape}"
+        )
+    if image.shape[0] != channels:
+        raise ValueError(
+            f"prior has {_channel_name(image.shape[0])} but the originals have {_channel_name(channels)}; "
+            "give a prior with the originals' channels"
+        )
     if not np.isfinite(image).all():
         raise ValueError("prior contains NaN or infinite values")
     return _check_unit_range(image, "prior")
@@ -108,12 +130,13 @@ def _paired_lpips(
     device: str | torch.device | None,
 ) -> tuple[list[float | None], str]:
     """LPIPS of each Hungarian pair (None where unpaired), and "ok" or why LPIPS is unavailable."""
-    if min(originals.shape[1:]) < LPIPS_MIN_SIZE:
+    if min(originals.shape[2:]) < LPIPS_MIN_SIZE:
         return [None] * len(assignment), f"images smaller than {LPIPS_MIN_SIZE} px: LPIPS-alex is undefined"
     paired = [index for index, reconstruction in enumerate(assignment) if reconstruction is not None]
     try:
         distances = lpips_distance(
-            reconstructions[[assignment[index] for index in paired]], originals[paired], device=device
+            reconstructions[[assignment[index] for index in paired]], originals[paired], device=device,
+            channels=originals.shape[1],
         )
     except (GradinvError, ImportError) as exc:
         return [None] * len(assignment), f"unavailable: {exc}"
@@ -136,9 +159,12 @@ def evaluate_reconstruction(
     """Score one client's reconstructions against its training images.
 
     Args:
-        originals: N training images, (N, H, W) or (N, 1, H, W), numpy or torch, in [0, 1].
-        reconstructions: M reconstructed images of the same size (clipped to [0, 1]); M may differ from N.
-        prior: the attacker's prior image (H, W), or None (RDLV is then None).
+        originals: N training images, greyscale (N, H, W) or (N, 1, H, W), or RGB (N, 3, H, W), numpy or torch,
+            in [0, 1].
+        reconstructions: M reconstructed images of the same channels and size (clipped to [0, 1]); M may differ
+            from N.
+        prior: the attacker's prior image with the originals' channels ((H, W) or (C, H, W)), or None (RDLV is
+            then None).
         true_labels: N integer labels (or one-hot/soft (N, C)), or None.
         recovered_labels: M labels aligned with ``reconstructions``, integers or soft labels (M, C), or None.
         compute_lpips: False skips LPIPS (``lpips`` None, ``lpips_status`` "not requested").
@@ -154,25 +180,31 @@ def evaluate_reconstruction(
         ``prior_ssim`` (mean SSIM(prior, x)), ``label_accuracy`` (order-free, :mod:`gradinv.metrics.labels`),
         ``lpips_status`` ("ok", "not requested" or why LPIPS is unavailable), ``assignment`` (Hungarian
         reconstruction index per original, None if unpaired), ``best_match_assignment``, ``num_originals``,
-        ``num_reconstructions``, ``image_size``, ``has_prior``, ``settings``, and ``per_image``: one dict per
-        original in original order with ``index``, ``reconstruction_index``, ``best_match_index``, ``ssim``,
+        ``num_reconstructions``, ``image_size`` ([H, W], without channels), ``has_prior``, ``settings``, and
+        ``per_image``: one dict per original in original order with ``index``, ``reconstruction_index``,
+        ``best_match_index``, ``ssim``,
         ``ssim_minmax``, ``psnr``, ``lpips``, ``rdlv``, ``prior_ssim``, ``ssim_best_match``,
         ``rdlv_best_match``, ``visibly_leaked``, ``label`` and ``recovered_label`` (of the Hungarian pair).
         Unknown values are None.
 
     Raises:
-        ValueError: empty input, wrong shapes, mismatched sizes or label counts, NaN/inf, images under 7 px,
-            originals or prior outside [0, 1].
+        ValueError: empty input, wrong shapes, mismatched sizes, channels or label counts, NaN/inf, images under
+            7 px, originals or prior outside [0, 1].
     """
     original_stack = _check_unit_range(_as_image_stack(originals, "originals"), "originals")
     reconstruction_stack = np.clip(_as_image_stack(reconstructions, "reconstructions"), 0.0, 1.0)
-    image_shape = original_stack.shape[1:]
-    if reconstruction_stack.shape[1:] != image_shape:
+    channels, image_size = original_stack.shape[1], original_stack.shape[2:]
+    if reconstruction_stack.shape[1] != channels:
         raise ValueError(
-            f"reconstructions are {reconstruction_stack.shape[1:]} px but originals are {image_shape} px"
+            f"reconstructions have {_channel_name(reconstruction_stack.shape[1])} but originals have "
+            f"{_channel_name(channels)}; score images of the same kind"
+        )
+    if reconstruction_stack.shape[2:] != image_size:
+        raise ValueError(
+            f"reconstructions are {reconstruction_stack.shape[2:]} px but originals are {image_size} px"
         )
     num_originals, num_reconstructions = original_stack.shape[0], reconstruction_stack.shape[0]
-    prior_image = None if prior is None else _as_prior(prior, image_shape)
+    prior_image = None if prior is None else _as_prior(prior, channels, image_size)
     true = None if true_labels is None else as_hard_labels(true_labels, "true_labels")
     recovered = None if recovered_labels is None else as_hard_labels(recovered_labels, "recovered_labels")
     if true is not None and true.size != num_originals:
@@ -239,7 +271,7 @@ def evaluate_reconstruction(
         "best_match_assignment": best_match,
         "num_originals": int(num_originals),
         "num_reconstructions": int(num_reconstructions),
-        "image_size": [int(side) for side in image_shape],
+        "image_size": [int(side) for side in image_size],
         "has_prior": prior_image is not None,
         "settings": {
             "ssim": dict(SSIM_SETTINGS),

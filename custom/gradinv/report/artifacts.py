@@ -2,9 +2,10 @@
 
 The contract (written by :mod:`gradinv.fl`): ``metrics.csv`` (one row per round × client),
 ``settings.json``, optional ``global_metrics.csv`` (``round, test_accuracy``) and per update
-``round_NNN/<site>/{metrics.json, reconstruction.png, reconstruction.npz}``. Everything here is
-read-only and tolerant: a missing or unreadable optional file becomes ``None`` plus a note that the
-report shows, because a half-finished or crashed run is exactly when someone wants to look.
+``round_NNN/<site>/{metrics.json, reconstruction.png, reconstruction.npz}`` (the PNG greyscale or RGB as the
+images are; the arrays float32 in [0, 1], channels first: ``reconstructions``/``originals`` (N, C, H, W), ``prior``
+(C, H, W)). Everything here is read-only and tolerant: a missing or unreadable optional file becomes ``None``
+plus a note that the report shows, because a half-finished or crashed run is exactly when someone wants to look.
 Only a missing ``metrics.csv`` is an error.
 """
 
