@@ -15,3 +15,7 @@ class DataError(GradinvError):
 
 class AssetMissingError(GradinvError):
     """An offline asset (LPIPS weights, the sample data set) has not been built; run `gradinv assets`."""
+
+
+class ConfigurationError(GradinvError, ValueError):
+    """Settings that cannot work (an unknown option, a model class that cannot be built): raised at construction."""

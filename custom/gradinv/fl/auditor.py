@@ -8,34 +8,27 @@ and the pass/block decision. The filter only converts DXOs, keeps per-round stat
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from gradinv.attack import AttackConfig, attack_update, resolve_device
+from gradinv.attack import attack_update, resolve_device
 from gradinv.attack.scoring import leak_score
-from gradinv.errors import AttackInputError, DataError
+from gradinv.errors import AttackInputError, DataError, GradinvError
+from gradinv.fl import meta as meta_protocol
 from gradinv.fl.artifacts import ArtifactWriter
-from gradinv.models import build_model
-from gradinv.recipe import TrainingRecipe
+from gradinv.fl.settings import AuditSettings
+from gradinv.models.normalization import with_input_normalization
+from gradinv.models.spec import output_size
 
 logger = logging.getLogger(__name__)
-
-# Keys of the update's meta that gradinv's client script fills in (the paper's assumption: the server
-# knows the local training hyper-parameters and the number of images).
-META_RECIPE = "gradinv_recipe"
-META_NUM_IMAGES = "gradinv_num_images"
-META_MODEL = "gradinv_model"
-META_TEST_ACCURACY = "gradinv_global_test_accuracy"
-
-BLOCK_METRICS = ("auto", "rdlv_max", "ssim_max", "visibly_leaked_fraction", "leak_score")
 
 
 @dataclasses.dataclass
@@ -56,86 +49,94 @@ class AuditOutcome:
     reason: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _InputView:
+    """How the client's model sees its images: shape (C, H, W) and the normalisation in front of it."""
+
+    shape: tuple[int, int, int]
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None
+
+
 class LeakageAuditor:
     """Attacks client updates and scores them.
 
     Args:
         out_dir: the run's ``gradinv/`` folder.
-        model: registry name of the architecture the clients train; ``resolution`` and ``num_classes`` as there.
-        config: the attack's settings.
-        preset: the preset's name (recorded with the metrics).
-        prior: (H, W) prior image in [0, 1] or None (flat grey start, no RDLV).
+        model: the architecture the clients train (its weights are not used: each update's global state is), or a
+            function that finds it (called at the first update; its :class:`GradinvError` makes the update invalid).
+        settings: the filter's settings (input shape, normalisation, attack, policy, ...).
         audit_datalists: ``{site: datalist path}`` giving read access to the clients' training images, for
             ground-truth metrics (simulation and red-team runs only); None in real deployments.
-        block_threshold: block an update when the policy metric exceeds this; None never blocks.
-        block_metric: the policy metric; ``auto`` = ``rdlv_max`` with ground truth, else ``leak_score``.
-        save_images: write reconstruction PNGs and arrays.
-        device: ``auto`` / ``cpu`` / ``cuda``.
     """
 
-    def __init__(
-        self,
-        out_dir: str | Path,
-        model: str,
-        resolution: int,
-        num_classes: int,
-        config: AttackConfig,
-        preset: str,
-        prior: np.ndarray | None = None,
-        audit_datalists: Mapping[str, str | Path] | None = None,
-        block_threshold: float | None = None,
-        block_metric: str = "auto",
-        save_images: bool = True,
-        device: str = "auto",
-        seed: int = 0,
-        progress: bool = True,
-    ):
-        if block_metric not in BLOCK_METRICS:
-            raise ValueError(f"block_metric must be one of {BLOCK_METRICS}, got {block_metric!r}")
-        self.writer = ArtifactWriter(out_dir, save_images=save_images)
-        self.model_name, self.resolution, self.num_classes = model, resolution, num_classes
-        self.model = build_model(model, num_classes=num_classes, resolution=resolution)
-        self.config, self.preset = config, preset
-        self.prior = prior
+    def __init__(self, out_dir: str | Path, model: nn.Module | Callable[[], nn.Module], settings: AuditSettings,
+                 audit_datalists: Mapping[str, str | Path] | None = None):
+        self.writer = ArtifactWriter(out_dir, save_images=settings.save_images)
+        self._model = model
+        self.settings = settings
+        self.config = settings.attack_config()
         self.audit_datalists = dict(audit_datalists or {})
-        self.block_threshold, self.block_metric = block_threshold, block_metric
-        self.device, self.seed, self.progress = device, seed, progress
+        self.declaration = (None if settings.client_training is None
+                            else meta_protocol.knowledge_from_declaration(settings.client_training))
+        self.prior_description = _describe_prior(settings.prior)
+        self._priors: dict[tuple[int, int, int], np.ndarray | None] = {}
+        self._num_classes: dict[_InputView, int] = {}
+        self._last_view: _InputView | None = None
+
+    @property
+    def model(self) -> nn.Module:
+        if not isinstance(self._model, nn.Module):
+            try:
+                self._model = self._model()
+            except GradinvError as exc:
+                raise AttackInputError(str(exc)) from exc
+        return self._model
 
     def audit(self, update: UpdateToAudit, time_budget_s: float | None = None) -> AuditOutcome:
         """Attack one update and record it. Raises :class:`AttackInputError` for malformed inputs
         (the caller decides pass or block and records the row with :meth:`record_failure`)."""
         started = time.monotonic()
-        recipe, num_images = self._knowledge_from_meta(update.meta)
+        knowledge = self.client_knowledge(update.site, update.meta)
+        recipe, num_images = knowledge.recipe, knowledge.num_images
+        view = self._input_view(knowledge)
+        model = with_input_normalization(self.model, view.normalize)
+        num_classes = self._classes(model, view)
+        prior = self._prior(view.shape)
         config = self.config if time_budget_s is None else self.config.replace(time_budget_s=time_budget_s)
         result = attack_update(
-            self.model, update.global_state, update.diff, recipe, num_images, config,
-            prior=None if self.prior is None else torch.from_numpy(self.prior), num_classes=self.num_classes,
-            round_num=update.round_num, device=self.device, seed=self.seed + update.round_num,
-            progress=self.progress, description=f"gradinv round {update.round_num} {update.site}",
+            model, update.global_state, update.diff, recipe, num_images, config,
+            prior=None if prior is None else torch.from_numpy(prior), num_classes=num_classes,
+            round_num=update.round_num, device=self.settings.device, seed=self.settings.seed + update.round_num,
+            progress=self.settings.progress, description=f"gradinv round {update.round_num} {update.site}",
+            input_shape=view.shape,
         )
-        reconstructions = result.images[:, 0].numpy()
+        self._last_view = view
+        reconstructions = result.images.numpy()
         row: dict[str, Any] = {
             "round": update.round_num,
             "site": update.site,
             "num_images": num_images,
             "num_steps": recipe.num_steps(num_images),
             "status": "timeout" if result.stopped == "time_budget" else "ok",
+            "replay": recipe.replay_exactness(num_images),
             "update_distance": result.update_distance,
             "bn_residual": result.bn_residual,
             "leak_score": leak_score(result.update_distance, result.bn_residual, recipe.effective_batch_size(num_images)),
             "iterations": result.iterations,
-            "device": str(resolve_device(self.device)),
-            "preset": self.preset,
+            "device": str(resolve_device(self.settings.device)),
+            "preset": self.settings.preset,
         }
         details: dict[str, Any] = {
-            "recipe": recipe.to_meta(), "attack": result.diagnostics(),
+            "recipe": recipe.to_meta(), "input_shape": list(view.shape),
+            "normalize": None if view.normalize is None else [list(part) for part in view.normalize],
+            "knowledge_source": knowledge.source, "attack": result.diagnostics(),
             "recovered_labels": result.recovered_labels, "label_probabilities": result.label_probabilities.tolist(),
         }
         originals = None
-        ground_truth = self._ground_truth(update.site, num_images)
+        ground_truth = self._ground_truth(update.site, num_images, view.shape)
         if ground_truth is not None:
             originals, true_labels = ground_truth
-            scores = _evaluate(originals, reconstructions, self.prior, true_labels, result.recovered_labels)
+            scores = _evaluate(originals, reconstructions, prior, true_labels, result.recovered_labels)
             row.update({key: scores.get(key) for key in ("ssim", "psnr", "lpips", "rdlv", "rdlv_max", "ssim_max",
                                                           "visibly_leaked_fraction", "label_accuracy")})
             details.update(true_labels=true_labels, per_image=scores.get("per_image"), prior_ssim=scores.get("prior_ssim"),
@@ -143,7 +144,7 @@ class LeakageAuditor:
             reconstructions = reconstructions[scores["assignment"]] if scores.get("assignment") else reconstructions
         decision, reason = self.decide(row)
         row.update(decision=decision, reason=reason, seconds=round(time.monotonic() - started, 3))
-        self.writer.write_site_round(update.round_num, update.site, {**row, **details}, reconstructions, originals, self.prior)
+        self.writer.write_site_round(update.round_num, update.site, {**row, **details}, reconstructions, originals, prior)
         self.writer.append_metrics_row(row)
         return AuditOutcome(row, decision, reason)
 
@@ -151,8 +152,8 @@ class LeakageAuditor:
                        meta: Mapping[str, Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
         """Write the row of an update that could not be attacked (invalid input, error)."""
         row = {"round": round_num, "site": site, "status": status, "decision": decision, "reason": reason,
-               "seconds": seconds, "preset": self.preset}
-        num_images = (meta or {}).get(META_NUM_IMAGES)
+               "seconds": seconds, "preset": self.settings.preset}
+        num_images = (meta or {}).get(meta_protocol.META_NUM_IMAGES)
         if isinstance(num_images, (int, np.integer)) and not isinstance(num_images, bool):
             row["num_images"] = int(num_images)
         self.writer.write_site_round(round_num, site, row)
@@ -161,45 +162,73 @@ class LeakageAuditor:
 
     def decide(self, row: Mapping[str, Any]) -> tuple[str, str]:
         """``("block", why)`` when the policy metric exceeds the threshold, else ``("pass", why)``."""
-        if self.block_threshold is None:
+        threshold = self.settings.block_threshold
+        if threshold is None:
             return "pass", "measure only (no block_threshold)"
-        metric = self.block_metric
+        metric = self.settings.block_metric
         if metric == "auto":
             metric = "rdlv_max" if row.get("rdlv_max") is not None else "leak_score"
         value = row.get(metric)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return "pass", f"{metric} unavailable for this update; nothing to compare with the threshold"
-        if value > self.block_threshold:
-            return "block", f"{metric}={value:.3g} > threshold {self.block_threshold:g}"
-        return "pass", f"{metric}={value:.3g} <= threshold {self.block_threshold:g}"
+        if value > threshold:
+            return "block", f"{metric}={value:.3g} > threshold {threshold:g}"
+        return "pass", f"{metric}={value:.3g} <= threshold {threshold:g}"
 
-    def _knowledge_from_meta(self, meta: Mapping[str, Any]) -> tuple[TrainingRecipe, int]:
-        if META_RECIPE not in meta or META_NUM_IMAGES not in meta:
-            missing = [key for key in (META_RECIPE, META_NUM_IMAGES) if key not in meta]
-            raise AttackInputError(
-                f"the update's meta lacks {missing}: the server cannot replay the client's training without the "
-                "recipe and the number of images (is the client running gradinv's training script?)"
-            )
-        recipe_meta = meta[META_RECIPE]
-        if isinstance(recipe_meta, str):
+    def client_knowledge(self, site: str, meta: Mapping[str, Any]) -> meta_protocol.ClientKnowledge:
+        """What the server knows of this client's training: its own meta, else the server's declaration."""
+        if self.declaration is not None and not meta_protocol.has_training_meta(meta):
+            return self.declaration.resolve(site, meta)
+        return meta_protocol.read_client_meta(meta)
+
+    def test_accuracy(self, weights: Mapping[str, Any], datalist: str | Path) -> float | None:
+        """Accuracy of global ``weights`` on ``datalist``'s test split, seen as the last attacked client saw images."""
+        from gradinv.fl.evaluation import test_accuracy_of_state
+
+        view = self._last_view
+        if view is None:
+            return None
+        model = with_input_normalization(self.model, view.normalize)
+        return test_accuracy_of_state(model, weights, datalist, view.shape)
+
+    # --- what the attack needs, resolved per update ---------------------------------------------------------
+    def _input_view(self, knowledge: meta_protocol.ClientKnowledge) -> _InputView:
+        configured, reported = self.settings.input_shape, knowledge.input_shape
+        if configured is not None and reported is not None and tuple(reported) != tuple(configured):
+            raise AttackInputError(f"the client reports images of shape {tuple(reported)} (C, H, W) but the filter is "
+                                   f"configured with input_shape={tuple(configured)}; remove one or make them agree")
+        shape = reported or configured or getattr(self.model, "input_shape", None)
+        if shape is None:
+            raise AttackInputError("the shape of the client's images is unknown: call gradinv.fl.training_meta in the "
+                                   "client script, or give the filter input_shape=(C, H, W)")
+        configured_norm, reported_norm = self.settings.normalize, knowledge.normalize
+        if configured_norm is not None and reported_norm is not None and _differs(configured_norm, reported_norm):
+            raise AttackInputError(f"the client reports normalize={reported_norm} but the filter is configured with "
+                                   f"normalize={configured_norm}; remove one or make them agree")
+        normalize = reported_norm if reported_norm is not None else configured_norm
+        if normalize is not None and len(normalize[0]) not in (1, shape[0]):
+            raise AttackInputError(f"normalize has {len(normalize[0])} values per statistic for images with "
+                                   f"{shape[0]} channel(s)")
+        return _InputView(tuple(int(v) for v in shape), normalize)
+
+    def _classes(self, model: nn.Module, view: _InputView) -> int:
+        if self.settings.num_classes is not None:
+            return self.settings.num_classes
+        if view not in self._num_classes:
             try:
-                recipe_meta = json.loads(recipe_meta)
-            except json.JSONDecodeError as exc:
-                raise AttackInputError(f"meta {META_RECIPE!r} is not valid JSON: {exc}") from exc
-        recipe = TrainingRecipe.from_meta(recipe_meta)
-        num_images = meta[META_NUM_IMAGES]
-        if isinstance(num_images, float) and num_images.is_integer():
-            num_images = int(num_images)
-        if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 1:
-            raise AttackInputError(f"meta {META_NUM_IMAGES!r} must be a positive integer, got {num_images!r}")
-        model_meta = meta.get(META_MODEL)
-        if isinstance(model_meta, Mapping) and model_meta.get("name") not in (None, self.model_name):
-            raise AttackInputError(
-                f"the client trains {model_meta.get('name')!r} but the filter is configured for {self.model_name!r}"
-            )
-        return recipe, int(num_images)
+                self._num_classes[view] = output_size(model, view.shape)
+            except GradinvError as exc:
+                raise AttackInputError(str(exc)) from exc
+        return self._num_classes[view]
 
-    def _ground_truth(self, site: str, num_images: int) -> tuple[np.ndarray, list[int]] | None:
+    def _prior(self, shape: tuple[int, int, int]) -> np.ndarray | None:
+        """(C, H, W) prior image in [0, 1] for images of ``shape``, or None (flat grey start, no RDLV)."""
+        if shape not in self._priors:
+            self._priors[shape] = _load_prior(self.settings.prior, shape)
+        return self._priors[shape]
+
+    def _ground_truth(self, site: str, num_images: int, shape: tuple[int, int, int]
+                      ) -> tuple[np.ndarray, list[int]] | None:
         path = self.audit_datalists.get(site)
         if path is None:
             return None
@@ -207,13 +236,37 @@ class LeakageAuditor:
 
         try:
             entries = load_datalist(path, key="training")
-            images, labels = load_images(entries, self.resolution)
+            images, labels = load_images(entries, tuple(shape[1:]), channels=shape[0])
         except DataError as exc:
             logger.warning("audit ground truth for %s unavailable: %s", site, exc)
             return None
         if len(entries) != num_images:
             logger.warning("site %s reports %d images but its audit datalist lists %d", site, num_images, len(entries))
-        return images[:, 0].numpy(), labels.tolist()
+        return images.numpy(), labels.tolist()
+
+
+def _differs(first: Any, second: Any) -> bool:
+    return not np.allclose(np.asarray(first[0], float), np.asarray(second[0], float)) or \
+        not np.allclose(np.asarray(first[1], float), np.asarray(second[1], float))
+
+
+def _describe_prior(prior: str) -> str:
+    if prior.lower() == "none":
+        return "none (flat grey start; RDLV not computed)"
+    return "bundled sample public-set mean" if prior == "sample" else f"image: {prior}"
+
+
+def _load_prior(prior: str, shape: tuple[int, int, int]) -> np.ndarray | None:
+    if prior.lower() == "none":
+        return None
+    from gradinv.data import load_image, prior_path
+
+    path = prior_path() if prior == "sample" else Path(prior)
+    try:
+        image = load_image(path, tuple(shape[1:]), channels=shape[0])
+    except GradinvError as exc:
+        raise GradinvError(f"the prior image {path} cannot be used: {exc}") from exc
+    return image if image.ndim == 3 else image[None]
 
 
 def _evaluate(originals, reconstructions, prior, true_labels, recovered_labels) -> dict[str, Any]:

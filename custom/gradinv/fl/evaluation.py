@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-
-from gradinv.models import build_model
 
 
 def load_state(model: nn.Module, state: Mapping[str, Any]) -> None:
@@ -30,9 +29,10 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     return correct / len(images)
 
 
-def test_accuracy_of_state(model_name: str, resolution: int, num_classes: int, state: Mapping[str, Any],
-                           datalist: str | Path) -> float | None:
-    """Accuracy of ``state`` on the ``test`` entries of ``datalist``; None when it has none."""
+def test_accuracy_of_state(model: nn.Module, state: Mapping[str, Any], datalist: str | Path,
+                           input_shape: tuple[int, int, int]) -> float | None:
+    """Accuracy of ``state`` loaded into a copy of ``model`` on the ``test`` entries of ``datalist`` (images read at
+    ``input_shape`` (C, H, W) in [0, 1]; ``model`` applies any input normalisation itself); None when it has none."""
     from gradinv.data import load_datalist, load_images
     from gradinv.errors import DataError
 
@@ -42,7 +42,7 @@ def test_accuracy_of_state(model_name: str, resolution: int, num_classes: int, s
         return None  # no (usable) test split: accuracy is unknown, not zero
     if not entries:
         return None
-    model = build_model(model_name, num_classes=num_classes, resolution=resolution)
+    model = copy.deepcopy(model)
     load_state(model, state)
-    images, labels = load_images(entries, resolution)
+    images, labels = load_images(entries, tuple(input_shape[1:]), channels=input_shape[0])
     return accuracy(model, images, labels)

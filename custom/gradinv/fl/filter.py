@@ -12,9 +12,9 @@ client's local training, :mod:`gradinv.attack`), scores the leakage, writes arti
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import functools
 import json
-import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -32,53 +32,35 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
 from gradinv import __version__
-from gradinv.attack import get_preset, resolve_device
+from gradinv.attack import resolve_device
 from gradinv.errors import AttackInputError, GradinvError
 from gradinv.fl.artifacts import safe_path_part
-from gradinv.fl.auditor import META_TEST_ACCURACY, LeakageAuditor, UpdateToAudit
+from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
+from gradinv.fl.job_model import job_model
+from gradinv.fl.meta import META_TEST_ACCURACY
+from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory
+from gradinv.fl.settings import AuditSettings
+from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
-MODES = ("gate", "audit")
+_SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(AuditSettings))
 _ROUNDS_KEPT = 2  # late results of the previous round may still arrive while the next one starts
 
 
 class GradInversionAggregatorFilter(DXOFilter):
     """Invert each client's weight update before FedAvg uses it; measure, record, and optionally block.
 
-    Args:
-        model: registry name of the network the clients train (see :mod:`gradinv.models`).
-        resolution: image height = width the clients train at.
-        num_classes: classifier outputs.
-        preset: attack preset (``fast`` for CPUs, ``gpu`` / ``paper`` for the paper's scale).
-        attack_overrides: per-key overrides of the preset, e.g. ``{"iterations": 300}``.
-        mode: ``gate`` (attack before FedAvg proceeds, within ``time_budget_s`` per update; leaking updates
-            can be blocked) or ``audit`` (copy and return at once; attack in a background worker drained at
-            the end of the run; the aggregate is bit-identical to a run without the filter).
-        block_threshold: in ``gate`` mode, block an update whose policy metric exceeds this; None never blocks.
-        block_metric: ``auto`` (``rdlv_max`` when ground truth is configured, else ``leak_score``),
-            ``rdlv_max``, ``ssim_max``, ``visibly_leaked_fraction`` or ``leak_score``.
-        time_budget_s: per-update wall-clock budget of the attack in ``gate`` mode.
-        fail_closed: block updates that cannot be checked (malformed, or the attack failed); by default
-            they pass unchanged (fail open) and the failure is logged and recorded.
-        audit_datalists: folder of ``<site>.json`` datalists (or a JSON file ``{site: path}``) giving the
-            filter read access to the clients' images for ground-truth metrics (SSIM, PSNR, LPIPS, RDLV).
-            For simulations and red-team POC runs only; without it only attacker-side metrics are reported.
-        prior: image the attack starts from and RDLV is relative to: ``"sample"`` (the bundled public set's
-            mean), a path to an image, or ``"none"`` (flat grey start, no RDLV).
-        save_images: write reconstruction PNGs and arrays (files are 0600 in any case).
-        out_subdir: folder under the job's run dir for the artifacts.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-        start_round / frequency: attack rounds ``r >= start_round`` with ``(r - start_round) % frequency == 0``.
-        seed: seeds the attack.
-        num_threads: torch CPU threads for the attack (None leaves the process default).
-        report: build ``report.html`` at the end of the run.
-        progress: show a progress bar per attack (in the server's console).
+    Every argument is a field of :class:`~gradinv.fl.settings.AuditSettings` (documented there), validated here, at
+    construction. With no argument the filter attacks the job's own model with what each client's meta says
+    (:func:`gradinv.fl.training_meta`).
     """
 
     def __init__(
         self,
-        model: str = "bn_cnn",
-        resolution: int = 64,
-        num_classes: int = 2,
+        model: ModelSpec | None = None,
+        input_shape: tuple[int, int, int] | None = None,
+        normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+        num_classes: int | None = None,
+        client_training: dict | None = None,
         preset: str = "fast",
         attack_overrides: dict | None = None,
         mode: str = "gate",
@@ -100,30 +82,19 @@ class GradInversionAggregatorFilter(DXOFilter):
     ):
         super().__init__(supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
                          data_kinds_to_filter=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS])
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if frequency < 1 or start_round < 0:
-            raise ValueError("frequency must be >= 1 and start_round >= 0")
-        self.attack_config = get_preset(preset, attack_overrides)  # validates the preset and overrides now
-        # Constructor arguments are kept under their own names: NVFlare's job API exports them from there.
-        self.model, self.resolution, self.num_classes = model, resolution, num_classes
-        self.preset, self.attack_overrides, self.mode = preset, attack_overrides, mode
-        self.block_threshold, self.block_metric = block_threshold, block_metric
-        self.time_budget_s, self.fail_closed = time_budget_s, fail_closed
-        self.audit_datalists, self.prior = audit_datalists, prior
-        self.save_images, self.out_subdir, self.device = save_images, out_subdir, device
-        self.start_round, self.frequency, self.seed = start_round, frequency, seed
-        self.num_threads, self.report, self.progress = num_threads, report, progress
+        arguments = {name: value for name, value in locals().items() if name in _SETTING_NAMES}
+        self.settings = AuditSettings(**arguments)  # raises ConfigurationError (a ValueError) naming every problem
+        # Kept under their own names, as given: NVFlare's job API exports constructor arguments from there.
+        for name, value in arguments.items():
+            setattr(self, name, value)
+        self.attack_config = self.settings.attack_config()
 
         self._auditor: LeakageAuditor | None = None
         self._base_by_round: dict[int, dict[str, np.ndarray]] = {}
         self._test_accuracy: dict[int, dict[str, float]] = {}
-        # (round, site, fingerprint of the update) -> decision: a client whose submission timed out while the
-        # filter held the server re-sends the same update; it gets the same decision without a second attack.
-        self._decided: dict[tuple[int, str, str], str] = {}
+        self._decisions = DecisionMemory()
+        self._background: BackgroundAudits[UpdateToAudit] | None = None
         self._lock = threading.Lock()
-        self._queue: queue.Queue | None = None
-        self._worker: threading.Thread | None = None
 
     # --- events ----------------------------------------------------------------------------------------------
     def handle_event(self, event_type: str, fl_ctx: FLContext) -> None:
@@ -170,7 +141,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return super().process(shareable, fl_ctx)
         except Exception as exc:  # noqa: BLE001 - fail open (or closed), never abort the job
             self.log_exception(fl_ctx, f"gradinv: filter failed on the result from {site}: {exc}")
-            return _blocked_shareable(shareable) if self.fail_closed else shareable
+            return _blocked_shareable(shareable) if self.settings.fail_closed else shareable
 
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO | None:
         site = self._site(shareable, fl_ctx)
@@ -180,7 +151,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return self._invalid(fl_ctx, -1, site, dxo, "the result carries no round number", started)
         round_num = int(round_num)
         self._record_test_accuracy(round_num, site, dxo.meta)
-        if round_num < self.start_round or (round_num - self.start_round) % self.frequency:
+        if round_num < self.settings.start_round or (round_num - self.settings.start_round) % self.settings.frequency:
             return None
         with self._lock:
             base = self._base_by_round.get(round_num)
@@ -193,28 +164,28 @@ class GradInversionAggregatorFilter(DXOFilter):
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
 
-        key = (round_num, site, _fingerprint(update.diff))
-        if key in self._decided:
-            decision = self._decided[key]
+        key = self._decisions.key(round_num, site, update.diff)
+        decision = self._decisions.get(key)
+        if decision is not None:
             self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: the same update again (a re-sent submission); "
                                   f"applying its earlier decision '{decision}' without a second attack")
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
-        if self.mode == "audit":
-            self._decided[key] = "pass"
+        if self.settings.mode == "audit":
+            self._decisions.remember(key, "pass")
             self._enqueue(update, fl_ctx)
             return None
         try:
-            outcome = auditor.audit(update, time_budget_s=self.time_budget_s)
+            outcome = auditor.audit(update, time_budget_s=self.settings.time_budget_s)
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
         except Exception as exc:  # noqa: BLE001
             self.log_exception(fl_ctx, f"gradinv: round {round_num} {site}: attack failed: {exc}")
-            decision = "block" if self.fail_closed else "pass"
+            decision = "block" if self.settings.fail_closed else "pass"
             auditor.record_failure(round_num, site, "error", decision, f"attack failed: {exc}", dxo.meta,
                                    time.monotonic() - started)
             return _blocked_dxo(dxo) if decision == "block" else None
-        self._decided[key] = outcome.decision
+        self._decisions.remember(key, outcome.decision)
         self._log_outcome(fl_ctx, outcome.row)
         self._write_tensorboard(outcome.row)
         if outcome.decision == "block":
@@ -237,7 +208,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         return UpdateToAudit(round_num, site, base, data, _plain_meta(dxo.meta))
 
     def _invalid(self, fl_ctx: FLContext, round_num: int, site: str, dxo: DXO, reason: str, started: float) -> DXO | None:
-        decision = "block" if self.fail_closed else "pass"
+        decision = "block" if self.settings.fail_closed else "pass"
         self.log_error(fl_ctx, f"gradinv: round {round_num} {site}: invalid update: {reason}; "
                                f"{'BLOCKED (fail_closed)' if decision == 'block' else 'passed through unchecked'}")
         try:
@@ -261,76 +232,68 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _get_auditor(self, fl_ctx: FLContext) -> LeakageAuditor:
         with self._lock:
             if self._auditor is None:
+                settings = self.settings
                 engine = fl_ctx.get_engine()
                 run_dir = Path(engine.get_workspace().get_run_dir(fl_ctx.get_job_id()))
-                out_dir = run_dir / safe_path_part(self.out_subdir, "gradinv")
-                if self.num_threads:
+                out_dir = run_dir / safe_path_part(settings.out_subdir, "gradinv")
+                if settings.num_threads:
                     import torch
 
-                    torch.set_num_threads(int(self.num_threads))
-                prior, prior_description = _load_prior(self.prior, self.resolution)
-                self._auditor = LeakageAuditor(
-                    out_dir, self.model, self.resolution, self.num_classes, self.attack_config, self.preset,
-                    prior=prior, audit_datalists=_audit_datalists(self.audit_datalists),
-                    block_threshold=self.block_threshold, block_metric=self.block_metric,
-                    save_images=self.save_images, device=self.device, seed=self.seed, progress=self.progress,
-                )
+                    torch.set_num_threads(int(settings.num_threads))
+                if settings.model is None:
+                    # Resolved at the first update: by then the persistor has built the job's model.
+                    model = functools.partial(job_model, engine)
+                else:
+                    model = build_from_spec(settings.model, num_classes=settings.num_classes,
+                                            input_shape=settings.input_shape)
+                self._auditor = LeakageAuditor(out_dir, model, settings,
+                                               audit_datalists=_audit_datalists(settings.audit_datalists))
                 self._auditor.writer.write_settings({
-                    "gradinv_version": __version__, "filter": self._arguments(), "prior": prior_description,
-                    "attack": self.attack_config.to_dict(), "mode": self.mode, "preset": self.preset,
-                    "device": str(resolve_device(self.device)),
-                    "ground_truth": bool(self.audit_datalists),
+                    "gradinv_version": __version__, "filter": _json_safe(settings.to_dict()),
+                    "model": describe_spec(settings.model), "prior": self._auditor.prior_description,
+                    "attack": self.attack_config.to_dict(), "mode": settings.mode, "preset": settings.preset,
+                    "device": str(resolve_device(settings.device)), "ground_truth": bool(settings.audit_datalists),
                 })
-                self.log_info(fl_ctx, f"gradinv: writing leakage artifacts to {out_dir}")
+                self.log_info(fl_ctx, f"gradinv: attacking {describe_spec(settings.model)}; writing leakage "
+                                      f"artifacts to {out_dir}")
             return self._auditor
-
-    def _arguments(self) -> dict[str, Any]:
-        names = ("model", "resolution", "num_classes", "preset", "attack_overrides", "mode", "block_threshold",
-                 "block_metric", "time_budget_s", "fail_closed", "audit_datalists", "prior", "save_images",
-                 "out_subdir", "device", "start_round", "frequency", "seed", "num_threads", "report")
-        return {name: getattr(self, name) for name in names}
 
     def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
         with self._lock:
-            if self._queue is None:
-                self._queue = queue.Queue()
-                self._worker = threading.Thread(target=self._audit_worker, args=(fl_ctx,), name="gradinv-audit", daemon=True)
-                self._worker.start()
-        self._queue.put(update)
+            if self._background is None:
+                self._background = BackgroundAudits(functools.partial(self._attack_in_background, fl_ctx),
+                                                    functools.partial(self._background_crash, fl_ctx))
+        waiting = self._background.submit(update)
         self.log_info(fl_ctx, f"gradinv: round {update.round_num} {update.site}: queued for a background attack "
-                              f"({self._queue.qsize()} waiting)")
+                              f"({waiting} waiting)")
 
-    def _audit_worker(self, fl_ctx: FLContext) -> None:
-        while True:
-            update = self._queue.get()
-            try:
-                if update is None:
-                    return
-                started = time.monotonic()
-                try:
-                    outcome = self._auditor.audit(update)
-                    self._log_outcome(fl_ctx, outcome.row)
-                    self._write_tensorboard(outcome.row)
-                except Exception as exc:  # noqa: BLE001 - one bad update must not stop the worker
-                    status = "invalid" if isinstance(exc, AttackInputError) else "error"
-                    self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: {status}: {exc}")
-                    self._auditor.record_failure(update.round_num, update.site, status, "pass", str(exc),
-                                                 update.meta, time.monotonic() - started)
-            finally:
-                self._queue.task_done()
+    def _attack_in_background(self, fl_ctx: FLContext, update: UpdateToAudit) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self._auditor.audit(update, time_budget_s=self.settings.time_budget_s)
+        except Exception as exc:  # noqa: BLE001 - recorded as the update's row; the worker goes on
+            status = "invalid" if isinstance(exc, AttackInputError) else "error"
+            self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: {status}: {exc}")
+            self._auditor.record_failure(update.round_num, update.site, status, "pass", str(exc), update.meta,
+                                         time.monotonic() - started)
+            return
+        self._log_outcome(fl_ctx, outcome.row)
+        self._write_tensorboard(outcome.row)
+
+    def _background_crash(self, fl_ctx: FLContext, update: UpdateToAudit, exc: BaseException) -> None:
+        self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: could not be recorded: {exc}")
 
     def _finish_run(self, fl_ctx: FLContext) -> None:
-        if self._queue is not None:
-            self.log_info(fl_ctx, f"gradinv: end of run, draining {self._queue.qsize()} queued attack(s)")
-            self._queue.put(None)
-            self._worker.join()
+        if self._background is not None:
+            self.log_info(fl_ctx, f"gradinv: end of run, draining {self._background.waiting()} queued attack(s)")
+            self._background.drain()
         if self._auditor is None:
             return
         from gradinv.report import close_tensorboard_writers
 
         close_tensorboard_writers()
         self._write_global_metrics(fl_ctx)
-        if self.report:
+        if self.settings.report:
             from gradinv.report import build_report
 
             path = build_report(self._auditor.writer.out_dir)
@@ -354,15 +317,11 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _final_test_accuracy(self, fl_ctx: FLContext) -> dict[str, Any] | None:
         """Accuracy of the model FedAvg ends with, when audit datalists give a test split."""
         learnable = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
-        datalists = _audit_datalists(self.audit_datalists)
-        if not learnable or not datalists:
-            return None
-        from gradinv.fl.evaluation import test_accuracy_of_state
-
+        datalists = _audit_datalists(self.settings.audit_datalists)
         weights = learnable.get("weights") if isinstance(learnable, Mapping) else None
-        if not weights:
+        if not weights or not datalists:
             return None
-        accuracy = test_accuracy_of_state(self.model, self.resolution, self.num_classes, weights, next(iter(datalists.values())))
+        accuracy = self._auditor.test_accuracy(weights, next(iter(datalists.values())))
         if accuracy is None:
             return None
         last_round = max(self._test_accuracy, default=-1)
@@ -392,14 +351,6 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.array(value, copy=True)
 
 
-def _fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return digest.hexdigest()
-
-
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(dict(meta or {}), default=str))
 
@@ -418,18 +369,6 @@ def _blocked_shareable(shareable: Shareable) -> Shareable:
         return shareable
 
 
-def _load_prior(prior: str | None, resolution: int) -> tuple[np.ndarray | None, str]:
-    if not prior or str(prior).lower() == "none":
-        return None, "none (flat grey start; RDLV not computed)"
-    from gradinv.data import load_image, prior_path
-
-    path = prior_path() if prior == "sample" else Path(prior)
-    try:
-        return load_image(path, resolution), f"{'bundled sample public-set mean' if prior == 'sample' else 'image'}: {path}"
-    except GradinvError as exc:
-        raise GradinvError(f"the prior image {path} cannot be used: {exc}") from exc
-
-
 def _audit_datalists(setting: str | None) -> dict[str, Path]:
     """``{site: datalist}`` from a folder of ``<site>.json`` files or a JSON mapping file."""
     if not setting:
@@ -441,3 +380,7 @@ def _audit_datalists(setting: str | None) -> dict[str, Path]:
         mapping = json.loads(path.read_text())
         return {str(site): Path(p) for site, p in mapping.items()}
     raise GradinvError(f"audit_datalists {setting!r} is neither a folder of <site>.json datalists nor a JSON file")
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

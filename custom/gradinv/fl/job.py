@@ -78,9 +78,10 @@ def build_recipe(settings: JobSettings):
     sites = settings.sites()
     if not sites:
         raise gradinv.errors.DataError(f"no <site>.json datalists in {datalists}")
+    # NVFlare splits the script's arguments at white space: the recipe travels as one compact JSON word.
     train_args = (f"--datalists {datalists} --model {settings.model} --resolution {settings.resolution} "
-                  f"--num-classes {settings.num_classes} --lr {settings.lr} --epochs {settings.epochs} "
-                  f"--batch-size {settings.batch_size} --seed {settings.seed}")
+                  f"--num-classes {settings.num_classes} "
+                  f"--recipe {json.dumps(client_recipe(settings).to_meta(), separators=(',', ':'))}")
     recipe = FedAvgRecipe(
         name=settings.name,
         model=_initial_model(settings),
@@ -100,6 +101,14 @@ def build_recipe(settings: JobSettings):
     return recipe, sites
 
 
+def client_recipe(settings: JobSettings):
+    """The local training every site of the job runs."""
+    from gradinv.recipe import TrainingRecipe
+
+    return TrainingRecipe(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size or None,
+                          seed=settings.seed)
+
+
 def _initial_model(settings: JobSettings):
     from gradinv.models import build_model
 
@@ -111,8 +120,8 @@ def _initial_model(settings: JobSettings):
 def _server_filter(settings: JobSettings, datalists: str):
     from gradinv.fl.filter import GradInversionAggregatorFilter
 
+    # The filter attacks the job's own model (the persistor's) with what each client's meta says, as in a user's job.
     return GradInversionAggregatorFilter(
-        model=settings.model, resolution=settings.resolution, num_classes=settings.num_classes,
         preset=settings.preset, attack_overrides=settings.attack_overrides, mode=settings.mode,
         block_threshold=settings.block_threshold, block_metric=settings.block_metric,
         time_budget_s=settings.time_budget_s, audit_datalists=datalists if settings.audit else None,
