@@ -93,7 +93,7 @@ def test_recipe_meta_round_trip_and_unknown_keys():
     assert TrainingRecipe.from_meta(recipe.to_meta()) == recipe
     assert TrainingRecipe.from_meta({**recipe.to_meta(), "epochs": 2.0, "batch_size": 4.0}) == recipe
     with pytest.raises(AttackInputError, match="unknown keys"):
-        TrainingRecipe.from_meta({"lr": 0.1, "optimizer": "adam"})
+        TrainingRecipe.from_meta({"lr": 0.1, "learning_rate": 0.1})
 
 
 def test_bad_presets_and_overrides():

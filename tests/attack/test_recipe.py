@@ -42,6 +42,6 @@ def test_functional_sgd_step_matches_torch_sgd():
         for p, g in zip(layer.parameters(), grads):
             p.grad = g.clone()
         optimizer.step()
-        params, buffers = recipe.sgd_step(params, grads, buffers)
+        params, buffers = recipe.optimizer_step(params, grads, buffers)
     for k, v in layer.named_parameters():
         assert torch.allclose(params[k], v.detach(), atol=1e-6)

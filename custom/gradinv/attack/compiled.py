@@ -12,7 +12,7 @@ bookkeeping stay in the loop. Both ways compute the same :class:`~gradinv.attack
   whole objective under ``torch.func.grad_and_value`` and ``torch.compile(fullgraph=True)``. ``torch.compile``
   cannot trace ``autograd.grad(create_graph=True)`` (aot_autograd has no double backward), hence ``func.grad``.
 
-Measured on the 2-core CPU of ``shared/reference/attack.md`` §8 (``bn_cnn``, 64 px): the compiled iteration is
+Measured on a 2-core CPU (``bn_cnn``, 64 px): the compiled iteration is
 about 2x faster than the eager one; compiling costs tens of seconds with a cold inductor cache
 (``/tmp/torchinductor_$USER`` by default, shared by every process of the user) and a few seconds warm. The
 first compiled call is checked against the eager step (loss and gradients within :data:`CHECK_RTOL`); a

@@ -1,11 +1,12 @@
 """Differentiable, BatchNorm-exact replay of a client's local training (pure functions over parameter dicts).
 
 :class:`FunctionalReplay` runs the client's :class:`~gradinv.recipe.TrainingRecipe` step by step with
-``torch.func.functional_call`` and ``torch.autograd.grad(create_graph=True)``, so the simulated update is a
-differentiable function of the surrogate images and labels. Every BatchNorm layer's batch mean and unbiased
-variance is recorded, keyed by layer name, in the same forward the client's step used (same pre-update
-weights); :func:`replay_running_stats` turns them into the running statistics the client must have sent,
-exactly, for any number of local steps (``shared/reference/attack.md`` §5).
+``torch.func.functional_call`` and ``torch.autograd.grad(create_graph=True)``, each step applied by
+:meth:`~gradinv.recipe.TrainingRecipe.optimizer_step` (SGD, Adam or AdamW, its state carried between steps),
+so the simulated update is a differentiable function of the surrogate images and labels. Every BatchNorm
+layer's batch mean and unbiased variance is recorded, keyed by layer name, in the same forward the client's
+step used (same pre-update weights); :func:`replay_running_stats` turns them into the running statistics the
+client must have sent, exactly, for any number of local steps.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class FunctionalReplay:
             # The local gradients are taken w.r.t. the parameters, so the starting point must be part of the graph.
             current = {name: p if p.requires_grad else p.detach().requires_grad_(True)
                        for name, p in ((name, params[name]) for name in self.param_names)}
-        momentum_buffers = None
+        optimizer_state = None  # the client's optimiser is fresh at the round's start (see TrainingRecipe)
         batch_stats: BatchStats = {name: [] for name in self.bn_layer_names}
         for batch in self.batches:
             if functional:
@@ -125,7 +126,7 @@ class FunctionalReplay:
                 grads = [torch.zeros_like(v) if g is None else g for v, g in zip(values, grads)]
             for name, layer_stats in stats.items():
                 batch_stats[name].extend(layer_stats)
-            current, momentum_buffers = self.recipe.sgd_step(current, grads, momentum_buffers)
+            current, optimizer_state = self.recipe.optimizer_step(current, grads, optimizer_state)
         return ReplayResult(current, batch_stats)
 
 
