@@ -70,13 +70,14 @@ def test_mean_cosine_distance_weights_every_tensor_alike():
     assert float(mean_cosine_distance([big, -small], [big, small])) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_gap_objective_is_zero_at_the_true_images_and_positive_elsewhere(client_update, natural_images):
+@pytest.mark.parametrize("bn_mode", ["exact", "single_step"])
+def test_gap_objective_is_zero_at_the_true_images_and_positive_elsewhere(client_update, natural_images, bn_mode):
     torch.manual_seed(0)
     images, labels = natural_images(1, 16), torch.tensor([1])
     recipe = TrainingRecipe(lr=0.01)
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
     inputs = validate_attack_inputs(model, global_state, diff, recipe, 1)
-    config = get_preset("gap", {"update_layers": "mean", "tv_l2": 0.0, "l2": 0.0})
+    config = get_preset("gap", {"update_layers": "mean", "bn_mode": bn_mode, "tv_l2": 0.0, "l2": 0.0})
     objective = InversionObjective(model, inputs, config, torch.device("cpu"))
     targets = nn.functional.one_hot(labels, 2).float()
     _, at_truth, _ = objective(images, targets)

@@ -106,6 +106,8 @@ class InversionObjective:
                 layer: tuple((observed - (1 - momentum) * initial) / momentum for initial, observed in zip(self.bn_initial[layer], self.bn_observed[layer]))
                 for layer in self.replay.bn_layer_names
             }
+            self.bn_single_step_scales = {layer: tuple(max(float(target.norm()), 1e-12) for target in targets)
+                                          for layer, targets in self.bn_single_step_targets.items()}
         moved = sum(((o - i) ** 2).sum() for layer in self.bn_observed for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
         self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
         # update_layers="mean": tensors whose observed update is zero (e.g. a conv bias cancelled by the BatchNorm after
@@ -115,7 +117,8 @@ class InversionObjective:
         # running statistics, (r - (1-m)^K r_global) for K local steps, so that every layer counts alike.
         decay = (1 - momentum) ** len(self.replay.batches)
         self.bn_layer_scales = {
-            layer: tuple(max(float((o - decay * i).norm()), 1e-12) for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
+            layer: tuple(max(float((observed - decay * initial).norm()), 1e-12)
+                         for observed, initial in zip(self.bn_observed[layer], self.bn_initial[layer]))
             for layer in self.bn_observed
         }
 
@@ -171,7 +174,8 @@ class InversionObjective:
             else:
                 estimate, target = steps[-1], self.bn_single_step_targets[layer]
                 if relative:
-                    loss = loss + sum((e - t).norm() / max(float(t.norm()), 1e-12) for e, t in zip(estimate, target))
+                    loss = loss + sum((e - t).norm() / scale for e, t, scale in
+                                      zip(estimate, target, self.bn_single_step_scales[layer]))
                 else:
                     loss = loss + sum((e - t).norm() for e, t in zip(estimate, target))
         return loss / len(replayed.batch_stats) if relative else loss

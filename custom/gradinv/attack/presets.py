@@ -21,6 +21,10 @@
   not the recommended one. GPU-scale.
 - ``gpu``: the corrected objective at the paper's scale (ResNet-18, 224 px): ``fast``'s loss with
   20k iterations; for a GPU.
+- ``gap``: for global-average-pool heads (MONAI ResNet/DenseNet), the default :func:`preset_for_model` picks for
+  them: relative BatchNorm matching (weight 1), Adam lr 0.01, 1500 iterations (~10 min of one CPU thread on
+  ``resnet18_monai`` at 64 px). It does not yet reconstruct such clients (SSIM < 0.05 measured):
+  ``docs/architectures.md`` has the measurements and what is left to try.
 """
 
 from __future__ import annotations
@@ -65,6 +69,13 @@ class AttackConfig:
             removed the faint dots a constant 0.1 leaves on flat black backgrounds (worst SSIM 0.85 -> 0.98, mean
             0.996 either way), while a constant 0.3 from the start lowered the mean and 1.0 broke some images.
         bn_mode: ``exact`` (replay every local step) or ``single_step`` (the paper's one-step inversion).
+        bn_scale: ``absolute`` (sum over layers of the norms of the statistics' errors) or ``relative`` (mean over
+            layers of each error divided by the size of that layer's statistics' contribution to its running
+            statistics: every layer counts alike, and the weight means the same for 20 layers as for 120). On
+            MONAI's ResNet-18 the absolute term starts ~100x the update term, dominated by the 4x4 px layers.
+        update_layers: ``joint`` (one cosine distance over all parameter updates together) or ``mean`` (the mean of
+            each tensor's own cosine distance, tensors with a zero observed update left out): on a ResNet the
+            stem convolution holds ~80 % of the squared update norm and so decides the joint cosine alone.
         tv_l2: weight of the reference total-variation prior.
         l2: weight of the image-norm prior.
         energy: Langevin noise on the image after each step, std = energy x current lr.
