@@ -23,7 +23,7 @@
   20k iterations; for a GPU.
 - ``gap``: for global-average-pool heads (MONAI ResNet/DenseNet), the default :func:`preset_for_model` picks for
   them: relative BatchNorm matching (weight 1), Adam lr 0.01, 1500 iterations (~10 min of one CPU thread on
-  ``resnet18_monai`` at 64 px). It does not yet reconstruct such clients (SSIM < 0.05 measured):
+  ``resnet18_monai`` at 64 px). It does not yet reconstruct such clients (measured SSIM 0.03-0.18, no structure):
   ``docs/architectures.md`` has the measurements and what is left to try.
 """
 
