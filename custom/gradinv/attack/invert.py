@@ -19,7 +19,8 @@ from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.errors import AttackInputError
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
-from gradinv.attack.losses import cosine_distance, image_l2, l2_sum_distance, total_variation_l2
+from gradinv.attack.losses import (cosine_distance, image_l2, l2_sum_distance, mean_cosine_distance,
+                                   total_variation_l2)
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.replay import FunctionalReplay, ReplayResult, replay_running_stats
 from gradinv.attack.schedule import learning_rate
@@ -105,8 +106,21 @@ class InversionObjective:
                 layer: tuple((observed - (1 - momentum) * initial) / momentum for initial, observed in zip(self.bn_initial[layer], self.bn_observed[layer]))
                 for layer in self.replay.bn_layer_names
             }
+            self.bn_single_step_scales = {layer: tuple(max(float(target.norm()), 1e-12) for target in targets)
+                                          for layer, targets in self.bn_single_step_targets.items()}
         moved = sum(((o - i) ** 2).sum() for layer in self.bn_observed for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
         self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
+        # update_layers="mean": tensors whose observed update is zero (e.g. a conv bias cancelled by the BatchNorm after
+        # it) have no direction to match and are left out.
+        self.directed = [index for index, update in enumerate(self.observed_update) if float(update.norm()) > 0]
+        # bn_scale="relative": each layer's error is divided by the size of what its batch statistics put into the
+        # running statistics, (r - (1-m)^K r_global) for K local steps, so that every layer counts alike.
+        decay = (1 - momentum) ** len(self.replay.batches)
+        self.bn_layer_scales = {
+            layer: tuple(max(float((observed - decay * initial).norm()), 1e-12)
+                         for observed, initial in zip(self.bn_observed[layer], self.bn_initial[layer]))
+            for layer in self.bn_observed
+        }
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor, bn_weight: float | torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
@@ -125,7 +139,12 @@ class InversionObjective:
         bn_weight = config.bn if bn_weight is None else bn_weight
         simulated_update = [replayed.params[name] - self.initial_params[name] for name in self.param_names]
         terms: dict[str, torch.Tensor] = {"update_cosine": cosine_distance(simulated_update, self.observed_update)}
-        total = config.update_cosine * terms["update_cosine"]
+        if config.update_layers == "mean":
+            terms["update_layer_cosine"] = mean_cosine_distance([simulated_update[i] for i in self.directed],
+                                                                [self.observed_update[i] for i in self.directed])
+            total = config.update_cosine * terms["update_layer_cosine"]
+        else:
+            total = config.update_cosine * terms["update_cosine"]
         if config.update_l2:
             terms["update_l2"] = l2_sum_distance(simulated_update, self.observed_update)
             total = total + config.update_l2 * terms["update_l2"]
@@ -139,16 +158,27 @@ class InversionObjective:
         return total, terms
 
     def bn_loss(self, replayed: ReplayResult) -> torch.Tensor:
-        momentum, loss = self.bn_momentum, 0.0
+        """Sum over layers of the norms of the statistics' errors (``bn_scale="absolute"``), or the mean over layers
+        of the errors relative to each layer's :attr:`bn_layer_scales` (``"relative"``; a mean, so that the weight
+        means the same for 20 layers as for 120)."""
+        momentum, loss, relative = self.bn_momentum, 0.0, self.config.bn_scale == "relative"
         for layer, steps in replayed.batch_stats.items():
             if self.config.bn_mode == "exact":
                 estimate = replay_running_stats(*self.bn_initial[layer], steps, momentum)
                 target = self.bn_observed[layer]
-                loss = loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, target))
+                if relative:
+                    loss = loss + sum((e - t).norm() / scale for e, t, scale in
+                                      zip(estimate, target, self.bn_layer_scales[layer]))
+                else:
+                    loss = loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, target))
             else:
                 estimate, target = steps[-1], self.bn_single_step_targets[layer]
-                loss = loss + sum((e - t).norm() for e, t in zip(estimate, target))
-        return loss
+                if relative:
+                    loss = loss + sum((e - t).norm() / scale for e, t, scale in
+                                      zip(estimate, target, self.bn_single_step_scales[layer]))
+                else:
+                    loss = loss + sum((e - t).norm() for e, t in zip(estimate, target))
+        return loss / len(replayed.batch_stats) if relative else loss
 
     @torch.no_grad()
     def bn_residual(self, replayed: ReplayResult) -> float | None:

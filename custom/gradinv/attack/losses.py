@@ -19,6 +19,14 @@ def cosine_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.
     return 1 - _flat_dot(simulated, observed) / (norm_simulated * norm_observed)
 
 
+def mean_cosine_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean over tensors of each tensor's own cosine distance (every tensor counts alike, whatever its norm).
+
+    Tensors whose observed update is zero carry no direction and must be left out by the caller.
+    """
+    return sum(cosine_distance([s], [o]) for s, o in zip(simulated, observed)) / len(observed)
+
+
 def l2_sum_distance(simulated: Sequence[torch.Tensor], observed: Sequence[torch.Tensor]) -> torch.Tensor:
     """The paper's update-matching term: the sum over tensors of the (unsquared) L2 norm of the difference."""
     return sum((s - o).norm() for s, o in zip(simulated, observed))

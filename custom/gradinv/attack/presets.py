@@ -21,6 +21,10 @@
   not the recommended one. GPU-scale.
 - ``gpu``: the corrected objective at the paper's scale (ResNet-18, 224 px): ``fast``'s loss with
   20k iterations; for a GPU.
+- ``gap``: for global-average-pool heads (MONAI ResNet/DenseNet), the default :func:`preset_for_model` picks for
+  them: relative BatchNorm matching (weight 1), Adam lr 0.01, 1500 iterations (~10 min of one CPU thread on
+  ``resnet18_monai`` at 64 px). It does not yet reconstruct such clients (measured SSIM 0.03-0.18, no structure):
+  ``docs/architectures.md`` has the measurements and what is left to try.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ INIT_MODES = ("prior", "random")
 LABEL_MODES = ("analytic", "analytic_fixed", "soft")
 BN_MODES = ("exact", "single_step")
 COMPILE_MODES = ("auto", "on", "off")
+UPDATE_LAYER_MODES = ("joint", "mean")
+BN_SCALE_MODES = ("absolute", "relative")
 
 
 #: The integer settings and their smallest allowed values.
@@ -63,6 +69,13 @@ class AttackConfig:
             removed the faint dots a constant 0.1 leaves on flat black backgrounds (worst SSIM 0.85 -> 0.98, mean
             0.996 either way), while a constant 0.3 from the start lowered the mean and 1.0 broke some images.
         bn_mode: ``exact`` (replay every local step) or ``single_step`` (the paper's one-step inversion).
+        bn_scale: ``absolute`` (sum over layers of the norms of the statistics' errors) or ``relative`` (mean over
+            layers of each error divided by the size of that layer's statistics' contribution to its running
+            statistics: every layer counts alike, and the weight means the same for 20 layers as for 120). On
+            MONAI's ResNet-18 the absolute term starts ~100x the update term, dominated by the 4x4 px layers.
+        update_layers: ``joint`` (one cosine distance over all parameter updates together) or ``mean`` (the mean of
+            each tensor's own cosine distance, tensors with a zero observed update left out): on a ResNet the
+            stem convolution holds ~80 % of the squared update norm and so decides the joint cosine alone.
         tv_l2: weight of the reference total-variation prior.
         l2: weight of the image-norm prior.
         energy: Langevin noise on the image after each step, std = energy x current lr.
@@ -132,6 +145,8 @@ class AttackConfig:
     bn: float = 0.1
     bn_end: float | None = 0.3
     bn_mode: str = "exact"
+    bn_scale: str = "absolute"
+    update_layers: str = "joint"
     tv_l2: float = 1e-4
     l2: float = 1e-5
     energy: float = 0.1
@@ -174,6 +189,10 @@ class AttackConfig:
             problems.append(f"labels must be one of {LABEL_MODES}, got {self.labels!r}")
         if self.bn_mode not in BN_MODES:
             problems.append(f"bn_mode must be one of {BN_MODES}, got {self.bn_mode!r}")
+        if self.update_layers not in UPDATE_LAYER_MODES:
+            problems.append(f"update_layers must be one of {UPDATE_LAYER_MODES}, got {self.update_layers!r}")
+        if self.bn_scale not in BN_SCALE_MODES:
+            problems.append(f"bn_scale must be one of {BN_SCALE_MODES}, got {self.bn_scale!r}")
         if self.compile not in COMPILE_MODES:
             problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.restart_init not in INIT_MODES:
@@ -288,6 +307,30 @@ PRESETS: dict[str, AttackConfig] = {
     ),
     "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0,
                         exchange_rounds=0),
+    # Global-average-pool heads (MONAI ResNet/DenseNet): every BatchNorm layer counts alike (bn_scale="relative";
+    # with "absolute" the deep 512-channel layers are ~100x the update term), a 10x lower step size (at 0.1 the
+    # losses only fall once the cosine decay has brought it down), sized to ~10 min of one CPU thread on
+    # resnet18_monai at 64 px. It does NOT yet reconstruct such clients: see docs/architectures.md.
+    "gap": AttackConfig(iterations=1500, lr=0.01, bn=1.0, bn_end=None, bn_scale="relative", coarse_to_fine=(),
+                        polish=0.0, exchange_rounds=0),
+}
+
+#: Seconds per attack iteration of each registry model, 1 image (batch of 1), one CPU thread of the project's
+#: 2-core development machine with little else running, eager step; at 64 px (``resnet18``: 224 px). A 1-image
+#: client's iteration; other sizes and resolutions are scaled by :func:`expected_seconds`. Measured: see
+#: docs/architectures.md (under load from other processes, expect up to 2x).
+SECONDS_PER_ITERATION_CPU: dict[str, tuple[int, float]] = {
+    "bn_cnn": (64, 0.010),
+    "resnet18_monai": (64, 0.33),
+    "densenet121": (64, 0.29),
+    "resnet18": (224, 2.3),
+}
+#: (class name, number of BatchNorm layers) of each registry model, to recognise an instance.
+_REGISTRY_SIGNATURES: dict[tuple[str, int], str] = {
+    ("BNConvNet", 3): "bn_cnn",
+    ("ResNet", 20): "resnet18_monai",
+    ("DenseNet121", 121): "densenet121",
+    ("PaperResNet18", 20): "resnet18",
 }
 
 
@@ -296,3 +339,62 @@ def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> AttackC
     if name not in PRESETS:
         raise AttackInputError(f"unknown attack preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name].replace(**dict(overrides or {}))
+
+
+def head_kind(model: Any) -> str:
+    """``"flatten"`` when the classifier's last Linear layer sees every position of the last feature map,
+    ``"pooled"`` when the feature map is pooled over space before it (global average/max pooling).
+
+    Decided by structure: a model with an ``AdaptiveAvgPool``/``AdaptiveMaxPool`` module is pooled; otherwise a
+    model whose last Linear layer takes as many inputs as the last BatchNorm/conv layer has channels is pooled
+    (a functional pooling in ``forward``); anything else is treated as a flatten head.
+    """
+    from torch import nn
+
+    if any(isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+                               nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
+           for module in model.modules()):
+        return "pooled"
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    channels = [module.num_features if isinstance(module, nn.modules.batchnorm._BatchNorm) else module.out_channels
+                for module in model.modules()
+                if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd))]
+    if linears and channels and linears[-1].in_features == channels[-1]:
+        return "pooled"
+    return "flatten"
+
+
+def preset_for_model(model: Any) -> str:
+    """The preset to attack ``model`` with: ``"fast"`` for a flatten head (the last layer's update holds the
+    image's layout), ``"gap"`` for a head that pools over space (see :func:`head_kind`)."""
+    return "gap" if head_kind(model) == "pooled" else "fast"
+
+
+def registry_name(model: Any) -> str | None:
+    """The registry name (:mod:`gradinv.models`) of ``model`` (a name or an instance), None when not recognised."""
+    if isinstance(model, str):
+        return model if model in SECONDS_PER_ITERATION_CPU else None
+    from torch import nn
+
+    batch_norms = sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+    return _REGISTRY_SIGNATURES.get((type(model).__name__, batch_norms))
+
+
+def expected_seconds(model: Any, config: AttackConfig, num_images: int, resolution: int | None = None) -> float | None:
+    """Rough CPU wall time of an attack with ``config`` on a client of ``num_images`` images, or None for a model
+    without a measurement in :data:`SECONDS_PER_ITERATION_CPU`.
+
+    Counts every run's iterations and the polish, scales the measured 1-image iteration linearly with the images
+    per iteration and with the pixel count (``resolution``: the model's own when None, else the measured one); the
+    exchange search's extra iterations are not counted. For warning when an attack's budget is too short, not a
+    promise: a busy CPU is slower, a compiled step faster.
+    """
+    name = registry_name(model)
+    if name is None:
+        return None
+    measured_resolution, seconds = SECONDS_PER_ITERATION_CPU[name]
+    if resolution is None:
+        resolution = getattr(model, "resolution", None) or measured_resolution
+    per_iteration = seconds * num_images * (resolution / measured_resolution) ** 2
+    iterations = config.runs(num_images) * config.total_iterations(num_images) + config.polish_iterations(num_images)
+    return iterations * per_iteration
