@@ -206,7 +206,7 @@ def test_bad_input_is_one_line_exit_2(case, flat_folder, tmp_path, capsys):
 
 def test_a_cuda_index_beyond_the_machines_devices_is_refused(monkeypatch):
     torch = pytest.importorskip("torch")
-    from gradinv.attack.cli import parse_device
+    from gradinv.cli.common import parse_device
     from gradinv.errors import GradinvError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import gradient_image, write_dicom, write_png
+from .data_helpers import gradient_image, write_dicom, write_png
 from PIL import Image
 
 from gradinv.data import load_image, load_images

@@ -19,10 +19,10 @@ from gradinv.cli import main
 from gradinv.errors import GradinvError
 from gradinv.fl.job import SIMULATOR_JOB_DIR, JobSettings
 from gradinv.report.artifacts import METRICS_COLUMNS
-from gradinv.report.sweep import (
+from gradinv.sweep.runner import (
     RUN_MARKER, SweepMeta, calibrate_by_bisection, load_job_settings, run_sweep, sweep_base_settings, write_outputs,
 )
-from gradinv.report.sweep_analysis import (
+from gradinv.sweep.analysis import (
     SWEEP_COLUMNS, RunSpec, bisection_points, calibrate, final_test_accuracy, parse_filters, parse_sigma_grid,
     plan_runs, rank_correlation,
 )
