@@ -23,7 +23,8 @@ def natural_images():
     def make(count: int, resolution: int) -> torch.Tensor:
         sources = [data.camera(), color.rgb2gray(data.retina()), data.moon(), data.cell(),
                    data.shepp_logan_phantom(), data.coins(), data.clock(), color.rgb2gray(data.astronaut())]
-        return torch.tensor(np.stack([_square(s, resolution) for s in sources[:count]]), dtype=torch.float32).unsqueeze(1)
+        stack = np.stack([_square(source, resolution) for source in sources[:count]])
+        return torch.tensor(stack, dtype=torch.float32).unsqueeze(1)
 
     return make
 

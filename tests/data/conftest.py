@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from .data_helpers import write_dicom, write_png
 
 

@@ -15,10 +15,20 @@ from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.shareable import Shareable, make_reply
 
-from .fl_helpers import (RESOLUTION, FakeServerEngine, arrays_equal, client_result, data_of, global_model,
-                        result_context, sample_images, send_round)
 from gradinv.fl import GradInversionAggregatorFilter
 from gradinv.fl.auditor import META_NUM_IMAGES, META_RECIPE
+
+from .fl_helpers import (
+    RESOLUTION,
+    FakeServerEngine,
+    arrays_equal,
+    client_result,
+    data_of,
+    global_model,
+    result_context,
+    sample_images,
+    send_round,
+)
 
 
 def make_filter(**overrides):

@@ -45,7 +45,8 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
     assert rows["site-1"]["num_images"] == "1" and rows["site-2"]["num_images"] == "4"
     assert float(rows["site-1"]["ssim"]) > 0.9 and rows["site-1"]["decision"] == "block"
     assert rows["site-2"]["decision"] == "pass"
-    for row in rows.values():  # ground truth configured: SSIM and LPIPS are measured (RDLV only where SSIM(prior, x) > 0)
+    # Ground truth configured: SSIM and LPIPS are measured (RDLV only where SSIM(prior, x) > 0).
+    for row in rows.values():
         assert row["ssim"] != "" and row["lpips"] != "" and row["status"] == "ok"
 
     # FedAvg aggregated site-2 alone: global = initial + site-2's own update, replayed here.

@@ -22,6 +22,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from .poc_test_helpers import POC_SH, run_script
 
 pytestmark = pytest.mark.poc

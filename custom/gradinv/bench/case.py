@@ -466,6 +466,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         )
     for r in results:
         if r["compile_fallback"]:
-            lines.append(f"NOTE: {r['num_images']} images: the compiled step fell back to eager: {r['compile_fallback'][:300]}")
+            lines.append(f"NOTE: {r['num_images']} images: the compiled step fell back to eager: "
+                         f"{r['compile_fallback'][:300]}")
     return "\n".join(lines)
 

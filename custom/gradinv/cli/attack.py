@@ -353,10 +353,12 @@ def _format(value: Any, digits: int = 3) -> str:
 
 def _print_summary(summary: dict[str, Any], labels_known: bool) -> None:
     print(f"client: {summary['num_images']} image(s), {summary['model']} at {summary['resolution']} px, batch "
-          f"{summary['batch_size']}, {summary['epochs']} epoch(s) = {summary['local_steps']} local step(s), lr {summary['lr']:g}")
+          f"{summary['batch_size']}, {summary['epochs']} epoch(s) = {summary['local_steps']} local step(s), "
+          f"lr {summary['lr']:g}")
     print(f"attack: preset {summary['preset']}, {summary['iterations']} iterations in {summary['seconds']:.1f} s on "
           f"{summary['device']} ({summary['stopped']}); update cosine distance {summary['update_distance']:.3g}")
-    print(f"SSIM {_format(summary['ssim'])} (max {_format(summary['ssim_max'])}), PSNR {_format(summary['psnr'], 1)} dB, "
+    print(f"SSIM {_format(summary['ssim'])} (max {_format(summary['ssim_max'])}), "
+          f"PSNR {_format(summary['psnr'], 1)} dB, "
           f"LPIPS {_format(summary['lpips'])}, RDLV {_format(summary['rdlv'])} (max {_format(summary['rdlv_max'])}), "
           f"label accuracy {_format(summary['label_accuracy'], 2)}"
           + ("" if labels_known else " (labels assigned: flat folder)"))

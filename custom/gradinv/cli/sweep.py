@@ -78,8 +78,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gradinv.sweep.analysis import parse_filters, parse_sigma_grid, plan_runs
     from gradinv.sweep.runner import (
-        SweepMeta, calibrate_by_bisection, describe_load, load_average, load_job_settings, print_calibration,
-        run_sweep, settings_as_json, sweep_base_settings, write_outputs,
+        SweepMeta,
+        calibrate_by_bisection,
+        describe_load,
+        load_average,
+        load_job_settings,
+        print_calibration,
+        run_sweep,
+        settings_as_json,
+        sweep_base_settings,
+        write_outputs,
     )
 
     sigmas = parse_sigma_grid(args.sigma0)

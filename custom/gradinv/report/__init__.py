@@ -6,8 +6,8 @@ matplotlib or torch.
 
 - :func:`build_report` — one run's ``report.html``.
 - :func:`write_tensorboard_scalars`, :func:`close_tensorboard_writers` — called by the server filter.
-- Building blocks for the sweep report (:mod:`gradinv.sweep.report`): :class:`HtmlPage` and the helpers of :mod:`gradinv.report.html`,
-  :func:`plot_privacy_utility`, :func:`plot_metric_per_round`, :func:`read_csv_rows`.
+- Building blocks for the sweep report (:mod:`gradinv.sweep.report`): :class:`HtmlPage` and the helpers of
+  :mod:`gradinv.report.html`, :func:`plot_privacy_utility`, :func:`plot_metric_per_round`, :func:`read_csv_rows`.
 """
 
 from __future__ import annotations

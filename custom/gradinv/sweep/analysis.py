@@ -251,7 +251,10 @@ class SitePoint:
         A measured round at or above the line fails the site whatever the other rounds; otherwise a round
         without the metric leaves the answer open (a gap never counts as a pass).
         """
-        values, line = (self.rdlv_by_round, 0.0) if criterion == "rdlv" else (self.ssim_max_by_round, VISIBLY_LEAKED_SSIM)
+        if criterion == "rdlv":
+            values, line = self.rdlv_by_round, 0.0
+        else:
+            values, line = self.ssim_max_by_round, VISIBLY_LEAKED_SSIM
         measured = [v for v in values if v is not None]
         if any(v >= line for v in measured):
             return False

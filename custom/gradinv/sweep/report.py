@@ -18,12 +18,27 @@ from matplotlib.lines import Line2D
 from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import load_run_artifacts, natural_key, to_float, to_int
 from gradinv.report.html import (
-    Html, HtmlPage, element, image, join, key_value_table, paragraph, table,
+    Html,
+    HtmlPage,
+    element,
+    image,
+    join,
+    key_value_table,
+    paragraph,
+    table,
 )
 from gradinv.report.plots import add_accuracy_axis_and_legend, figure_png, plot_privacy_utility, site_colors
 from gradinv.sweep.analysis import (
-    CRITERIA, GAUSSIAN, SWEEP_COLUMNS, Calibration, calibrate, format_sigma, rank_correlation,
-    run_site_points, site_points, sort_rows,
+    CRITERIA,
+    GAUSSIAN,
+    SWEEP_COLUMNS,
+    Calibration,
+    calibrate,
+    format_sigma,
+    rank_correlation,
+    run_site_points,
+    site_points,
+    sort_rows,
 )
 
 REPORT_NAME = "sweep_report.html"

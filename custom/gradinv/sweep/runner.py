@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradinv.artifact_layout import GRADINV_SUBDIR, METRICS_CSV
 from gradinv.errors import GradinvError
 
 DEFAULT_OUT = Path("workspace") / "sweep"
@@ -133,11 +134,11 @@ def run_one(spec, settings, sweep_dir: Path, *, resume: bool = False, timeout: f
     workspace = sweep_dir / RUNS_SUBDIR / spec.label
     marker = workspace / RUN_MARKER
     wanted = settings_as_json(settings)
-    gradinv_dir = workspace / settings.name / SIMULATOR_JOB_DIR / "gradinv"
+    gradinv_dir = workspace / settings.name / SIMULATOR_JOB_DIR / GRADINV_SUBDIR
     if resume and marker.is_file():
         previous = _read_json(marker)
         if (previous.get("status") == "ok" and previous.get("settings") == wanted
-                and (gradinv_dir / "metrics.csv").is_file()):
+                and (gradinv_dir / METRICS_CSV).is_file()):
             rows, repeats = collect_run_rows(spec, gradinv_dir, sweep_dir)
             return RunOutcome(spec, "reused", previous.get("seconds"), workspace, gradinv_dir,
                               "finished earlier with the same settings" + _repeats_text(repeats), rows, repeats)
@@ -159,7 +160,7 @@ def run_one(spec, settings, sweep_dir: Path, *, resume: bool = False, timeout: f
     seconds = time.monotonic() - started
     rows: list[dict[str, str]] = []
     repeats = 0
-    if (gradinv_dir / "metrics.csv").is_file():
+    if (gradinv_dir / METRICS_CSV).is_file():
         try:
             rows, repeats = collect_run_rows(spec, gradinv_dir, sweep_dir)
         except GradinvError as exc:
