@@ -107,7 +107,7 @@ def settings_as_json(settings) -> dict:
 class RunOutcome:
     """How one run of the sweep went."""
 
-    spec: object  # sweep_analysis.RunSpec
+    spec: object  # gradinv.sweep.analysis.RunSpec
     status: str  # ok | reused | failed
     seconds: float | None
     workspace: Path
