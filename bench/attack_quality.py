@@ -32,7 +32,8 @@ The table reports per kind the mean and the worst case; the last stdout line is 
 
 Usage::
 
-    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1 (hours: a same-label pair takes 20-37 min on 1 thread)
+    python bench/attack_quality.py                      # 3 cases per kind, seeds 0,1
+                                                        # (hours: a same-label pair takes 20-37 min on 1 thread)
     python bench/attack_quality.py --cases 1 --seeds 0  # quick look
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
     python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
@@ -184,8 +185,9 @@ def summarise(runs: list[dict]) -> dict:
             continue
         ssims = [run["ssim"] for run in chosen]
         seconds = [run["seconds"] for run in chosen]
-        entry = {"ssim_mean": statistics.fmean(ssims), "ssim_min": min(ssims), "seconds_mean": statistics.fmean(seconds),
-                 "seconds_max": max(seconds), "runs": len(chosen), "ssim_target": SSIM_TARGET[kind]}
+        entry = {"ssim_mean": statistics.fmean(ssims), "ssim_min": min(ssims),
+                 "seconds_mean": statistics.fmean(seconds), "seconds_max": max(seconds), "runs": len(chosen),
+                 "ssim_target": SSIM_TARGET[kind]}
         entry["pass"] = entry["ssim_mean"] >= SSIM_TARGET[kind]
         if kind == "single":
             entry["seconds_target"] = SINGLE_SECONDS_TARGET
@@ -198,14 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--cases", type=int, default=3, help="cases per kind (default 3)")
-    parser.add_argument("--seeds", type=_counts, default=[0, 1], metavar="S1,S2,...", help="seeds per case (default 0,1)")
+    parser.add_argument("--seeds", type=_counts, default=[0, 1], metavar="S1,S2,...",
+                        help="seeds per case (default 0,1)")
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--threads", type=int, default=None, help="passed to gradinv attack --threads")
     parser.add_argument("--iterations", type=int, default=None,
-                        help="passed to gradinv attack --iterations, for a quick look (the targets are about the defaults)")
+                        help="passed to gradinv attack --iterations, for a quick look (the targets are about the "
+                             "defaults)")
     parser.add_argument("--images-from", choices=("sample", "other"), default="sample",
-                        help="sample: the bundled test split (default); other: images from installed packages the sample "
-                             "set does not use")
+                        help="sample: the bundled test split (default); other: images from installed packages the "
+                             "sample set does not use")
     parser.add_argument("--check", action="store_true", help="exit 1 when a kind misses its target")
     args = parser.parse_args(argv)
     kinds = [kind for kind in args.kinds.split(",") if kind]
@@ -230,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, name, folder, num_images in cases:
             for seed in args.seeds:
                 print(f"[{len(runs) + 1}/{total}] {name} seed {seed} ...", file=sys.stderr, flush=True)
-                result = run_one(folder, num_images, seed, args.threads, args.iterations, workdir / "out" / f"{folder.name}-{seed}")
+                result = run_one(folder, num_images, seed, args.threads, args.iterations,
+                                 workdir / "out" / f"{folder.name}-{seed}")
                 runs.append({"kind": kind, "case": name, "seed": seed, "ssim": result["ssim"], "psnr": result["psnr"],
                              "lpips": result["lpips"], "seconds": result["seconds"], "iterations": result["iterations"],
                              "per_image_ssim": [entry["ssim"] for entry in result["per_image"]],
@@ -246,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     print()
     for kind, entry in summary.items():
-        extra = f", attack seconds max {entry['seconds_max']:.1f} (target <= {SINGLE_SECONDS_TARGET:g})" if kind == "single" else ""
-        print(f"{kind:<11} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, target >= {entry['ssim_target']})"
+        extra = (f", attack seconds max {entry['seconds_max']:.1f} (target <= {SINGLE_SECONDS_TARGET:g})"
+                 if kind == "single" else "")
+        print(f"{kind:<11} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, "
+              f"target >= {entry['ssim_target']})"
               f"{extra}: {'PASS' if entry['pass'] else 'FAIL'}")
     print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations,
                       "images_from": args.images_from}))

@@ -3,7 +3,7 @@
 
 For each case (default: the CPU-fast setting, model ``bn_cnn`` at 64 px, clients of N = 1 and N = 4 images
 with batch size B = N, one local epoch) a real client is trained on real grayscale images (scikit-image's
-bundled pictures) and four things are timed on its update (see :mod:`gradinv.attack.bench_case`):
+bundled pictures) and four things are timed on its update (see :mod:`gradinv.bench.case`):
 
 * ``compiled``  one iteration of gradinv's attack loop as it runs for long attacks (``AttackConfig.compile``
                 ``on``, or ``auto`` from 5000 iterations: the ``paper``/``gpu`` presets): objective and gradient
@@ -63,14 +63,6 @@ import platform
 import sys
 
 
-def resolve_device_type(device: str) -> str:
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device.split(":")[0]
-
-
 def _counts(text: str) -> list[int]:
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -87,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--omp-passive" in (sys.argv[1:] if argv is None else argv) and not torch_was_loaded:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-    from gradinv.attack.bench_case import TARGETS, CaseSpec, add_case_arguments, format_table, meets, run_case
+    from gradinv.bench.case import TARGETS, CaseSpec, format_table, meets, run_case
+    from gradinv.cli.bench_case import add_case_arguments
+    from gradinv.cli.common import parse_device
     from gradinv.errors import GradinvError
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
@@ -109,11 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     try:
+        device = parse_device(args.device)
         for count in args.num_images:
             case = CaseSpec(args.model, args.resolution, count, count, args.epochs)
             print(f"timing {case.label()} ...", file=sys.stderr, flush=True)
             results.append(run_case(case, reps=args.reps, warmup=args.warmup, inner=args.inner, threads=args.threads,
-                                    device=args.device, seed=args.seed, flush_denormal=not args.keep_denormals))
+                                    device=device, seed=args.seed, flush_denormal=not args.keep_denormals))
     except GradinvError as exc:
         print(f"attack_speed: error: {exc}", file=sys.stderr)
         return 2
@@ -122,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     busiest = max(max(r["load_average_1min"]) for r in results)
     load_note = None
-    if busiest + args.threads > cores + 0.5 and resolve_device_type(args.device) == "cpu":
+    if busiest + args.threads > cores + 0.5 and device.type == "cpu":
         load_note = (f"1-min load average reached {busiest:.1f} on {cores} cores while timing with {args.threads} "
                      "thread(s): other processes competed for the CPU, so times are inflated and noisy; the *_min "
                      "ratios are less disturbed, and --threads 1 is steadier on a shared CPU")

@@ -239,14 +239,14 @@ def _run_console(script: Path, stdin: str, timeout: float) -> tuple[int, str]:
     try:
         output, _ = process.communicate(stdin, timeout=timeout)
         return process.returncode, output
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout_error:
         os.killpg(process.pid, signal.SIGTERM)
         try:
             output, _ = process.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()
-        raise TimeoutError(output or "")
+        raise TimeoutError(output or "") from timeout_error
 
 
 def _console(kit: str, commands: list[str], connect_timeout: float) -> str:

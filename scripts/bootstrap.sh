@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create or reuse .venv/ at the repository root and install gradinv with the pinned, known-good set.
 # Idempotent: a stamp of the dependency files skips the installs when nothing changed.
-# Order matters (see ../shared reference): torch first (the local CPU wheel), torchvision pinned exactly, then the rest.
+# Order matters: torch first (the local CPU wheel), then torchvision pinned exactly (PyPI's wheel is CUDA-built; see
+# custom/gradinv/compat.py), then the rest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

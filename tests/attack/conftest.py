@@ -1,5 +1,3 @@
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -7,6 +5,7 @@ from skimage import color, data, transform
 
 from gradinv.models import build_model
 from gradinv.recipe import TrainingRecipe
+from gradinv.simulation import simulate_client
 
 
 def _square(image: np.ndarray, resolution: int) -> np.ndarray:
@@ -24,23 +23,22 @@ def natural_images():
     def make(count: int, resolution: int) -> torch.Tensor:
         sources = [data.camera(), color.rgb2gray(data.retina()), data.moon(), data.cell(),
                    data.shepp_logan_phantom(), data.coins(), data.clock(), color.rgb2gray(data.astronaut())]
-        return torch.tensor(np.stack([_square(s, resolution) for s in sources[:count]]), dtype=torch.float32).unsqueeze(1)
+        stack = np.stack([_square(source, resolution) for source in sources[:count]])
+        return torch.tensor(stack, dtype=torch.float32).unsqueeze(1)
 
     return make
 
 
 @pytest.fixture
 def client_update():
-    """Train a real client (nn.Module + torch.optim) with a recipe; return (model, global_state, diff)."""
+    """Train a real client (nn.Module + torch.optim, :func:`gradinv.simulation.simulate_client`) with a recipe;
+    return (model, global_state, diff)."""
 
     def run(model_name: str, images: torch.Tensor, labels: torch.Tensor, recipe: TrainingRecipe, round_num: int = 0,
             dtype: torch.dtype = torch.float32, **model_kwargs):
         torch.manual_seed(0)
         model = build_model(model_name, resolution=images.shape[-1], **model_kwargs).to(dtype)
-        global_state = {k: v.clone() for k, v in model.state_dict().items()}
-        client = copy.deepcopy(model)
-        recipe.train(client, images, labels, round_num=round_num)
-        diff = {k: client.state_dict()[k] - global_state[k] for k in global_state}
-        return model, global_state, diff
+        update = simulate_client(model, images, labels, recipe, round_num=round_num)
+        return model, update.global_state, update.diff
 
     return run

@@ -140,8 +140,10 @@ def _bad(tmp_path, flat_folder):
         "lr <= 0": (["--images", folder, "--lr", "-1"], ["--lr"]),
         "iterations < 1": (["--images", folder, "--iterations", "0"], ["--iterations"]),
         "unknown model": (["--images", folder, "--model", "vgg"], ["unknown model 'vgg'", "bn_cnn", "densenet121"]),
-        "unknown preset": (["--images", folder, "--preset", "turbo"], ["unknown preset 'turbo'", "fast", "paper", "gpu"]),
-        "resolution not divisible": (["--images", folder, "--resolution", "30"], ["--resolution 30", "bn_cnn", "divisible"]),
+        "unknown preset": (["--images", folder, "--preset", "turbo"],
+                           ["unknown preset 'turbo'", "fast", "paper", "gpu"]),
+        "resolution not divisible": (["--images", folder, "--resolution", "30"],
+                                     ["--resolution 30", "bn_cnn", "divisible"]),
         "resolution too small": (["--images", folder, "--resolution", "4"], ["--resolution", "at least 7"]),
         "resolution too small for the model": (["--images", folder, "--model", "resnet18", "--resolution", "8"],
                                                ["--resolution 8", "resnet18"]),
@@ -206,7 +208,7 @@ def test_bad_input_is_one_line_exit_2(case, flat_folder, tmp_path, capsys):
 
 def test_a_cuda_index_beyond_the_machines_devices_is_refused(monkeypatch):
     torch = pytest.importorskip("torch")
-    from gradinv.attack.cli import parse_device
+    from gradinv.cli.common import parse_device
     from gradinv.errors import GradinvError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -1,6 +1,5 @@
 """The compiled attack step computes the eager objective and gradient; ``compile`` is validated; failures fall back."""
 
-import copy
 import logging
 
 import pytest
@@ -21,6 +20,7 @@ from gradinv.attack.presets import AttackConfig
 from gradinv.errors import AttackInputError
 from gradinv.models import BNConvNet
 from gradinv.recipe import TrainingRecipe
+from gradinv.simulation import simulate_client
 
 
 def _objective(natural_images, client_update, num_images, resolution, recipe, config):
@@ -196,11 +196,8 @@ def test_unsupported_models_run_eagerly_without_compiling(natural_images, monkey
     images, labels = natural_images(2, 16), torch.tensor([0, 1])
     torch.manual_seed(0)
     model = DenseNet(resolution=16)
-    global_state = {k: v.clone() for k, v in model.state_dict().items()}
-    client = copy.deepcopy(model)
-    recipe.train(client, images, labels)
-    diff = {k: client.state_dict()[k] - global_state[k] for k in global_state}
-    inputs = validate_attack_inputs(model, global_state, diff, recipe, 2)
+    update = simulate_client(model, images, labels, recipe)
+    inputs = validate_attack_inputs(model, update.global_state, update.diff, recipe, 2)
     objective = InversionObjective(model, inputs, AttackConfig(), torch.device("cpu"))
     monkeypatch.setattr(torch, "compile", _raise)  # must not even be asked
     with caplog.at_level(logging.WARNING, logger="gradinv.attack.compiled"):

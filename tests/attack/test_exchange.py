@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from gradinv.attack import attack_update, get_preset
-from gradinv.attack.exchange import (DISTINCT_STATES, MIN_RELATIVE_GAIN, _lowest_distinct, _SearchState,
-                                     exchange_candidates, exchange_region, search_exchanges)
+from gradinv.attack.exchange import (
+    DISTINCT_STATES,
+    MIN_RELATIVE_GAIN,
+    _lowest_distinct,
+    _SearchState,
+    exchange_candidates,
+    exchange_region,
+    search_exchanges,
+)
 from gradinv.errors import AttackInputError
 from gradinv.recipe import TrainingRecipe
 

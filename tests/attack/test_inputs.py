@@ -46,7 +46,8 @@ def test_valid_inputs_are_converted_to_float32_copies(server_view):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"diff:classifier.weight": None}, "diff does not match the BNConvNet architecture: missing 1 keys [classifier.weight]"),
+        ({"diff:classifier.weight": None},
+         "diff does not match the BNConvNet architecture: missing 1 keys [classifier.weight]"),
         ({"diff:extra.weight": np.zeros(3)}, "unexpected 1 keys [extra.weight]"),
         ({"global:features.1.running_var": None}, "global model does not match"),
         ({"diff:classifier.bias": np.zeros(3, np.float32)}, "'classifier.bias' has shape (3,), the model expects (2,)"),
@@ -81,7 +82,8 @@ def test_not_a_mapping(server_view):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"lr": 0}, "lr must be"), ({"lr": math.nan}, "lr must be"), ({"epochs": 0}, "epochs must be"),
-     ({"batch_size": 0}, "batch_size must be"), ({"loss": "mse"}, "loss must be one of"), ({"momentum": 1.0}, "momentum")],
+     ({"batch_size": 0}, "batch_size must be"), ({"loss": "mse"}, "loss must be one of"),
+     ({"momentum": 1.0}, "momentum")],
 )
 def test_bad_recipe(kwargs, message):
     with pytest.raises(AttackInputError, match=message):

@@ -17,8 +17,8 @@ def test_single_image_client_is_reconstructed(natural_images, client_update):
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
     prior = torch.full((32, 32), 0.5)
 
-    result = attack_update(model, global_state, diff, recipe, num_images=1, config=get_preset("fast", {"iterations": 300}),
-                           prior=prior, progress=False, seed=0)
+    result = attack_update(model, global_state, diff, recipe, num_images=1,
+                           config=get_preset("fast", {"iterations": 300}), prior=prior, progress=False, seed=0)
 
     ssim = structural_similarity(images[0, 0].numpy(), result.images[0, 0].numpy(), data_range=1.0)
     assert ssim > 0.9

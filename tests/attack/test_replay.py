@@ -15,7 +15,8 @@ def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # float32 diffs lose ~1e-5 of their relative precision to cancellation (client - global), for the client and the
 # replay alike; float64 shows the replay itself is exact.
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-9), (torch.float32, 1e-4)], ids=["float64", "float32"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float64, 1e-9), (torch.float32, 1e-4)],
+                         ids=["float64", "float32"])
 @pytest.mark.parametrize(
     "recipe",
     [

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import write_dicom, write_png
+
+from .data_helpers import write_dicom, write_png
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
-"""Helpers that write small test images (PNG and DICOM) for the data tests.
-
-A module with a unique name rather than ``conftest``: several test folders have a ``conftest.py``,
-and ``from conftest import ...`` would pick whichever was imported first.
-"""
+"""Helpers that write small test images (PNG and DICOM) for the data tests (``from .data_helpers import ...``;
+fixtures live in ``conftest.py``)."""
 
 from __future__ import annotations
 

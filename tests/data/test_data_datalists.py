@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from data_helpers import write_png
 
 from gradinv.data import hold_out, load_datalist, make_site_datalists
 from gradinv.errors import DataError
+
+from .data_helpers import write_png
 
 
 @pytest.fixture

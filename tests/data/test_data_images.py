@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import gradient_image, write_dicom, write_png
 from PIL import Image
 
 from gradinv.data import load_image, load_images
 from gradinv.errors import DataError
+
+from .data_helpers import gradient_image, write_dicom, write_png
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif"])

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_helpers import write_dicom, write_png
 from PIL import Image
 
 from gradinv.data import list_csv, list_datalist, list_folder, list_images, list_medmnist_npz
 from gradinv.data.sources import site_datalists_from_source
 from gradinv.errors import DataError
+
+from .data_helpers import write_dicom, write_png
 
 
 def _names(listed) -> list[str]:

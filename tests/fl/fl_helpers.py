@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import numpy as np
@@ -17,6 +16,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from gradinv.fl.auditor import META_MODEL, META_NUM_IMAGES, META_RECIPE
 from gradinv.models import build_model
 from gradinv.recipe import TrainingRecipe
+from gradinv.simulation import simulate_client
 
 RESOLUTION = 16
 
@@ -54,14 +54,13 @@ def send_round(engine, flt, model, round_num=0):
 
 
 def client_result(model, images, labels, recipe=TrainingRecipe(), round_num=0, kind=DataKind.WEIGHT_DIFF, meta=True):
-    """A real client update as a result shareable (state-dict diff + gradinv meta)."""
-    client = copy.deepcopy(model)
-    recipe.train(client, images, labels, round_num=round_num)
-    before, after = model.state_dict(), client.state_dict()
+    """A real client update (:func:`gradinv.simulation.simulate_client`) as a result shareable (state-dict diff,
+    or the trained weights for ``kind=WEIGHTS``, + gradinv meta)."""
+    update = simulate_client(model, images, labels, recipe, round_num=round_num)
     if kind == DataKind.WEIGHTS:
-        data = {k: v.numpy().copy() for k, v in after.items()}
+        data = {k: (update.global_state[k] + update.diff[k]).numpy().copy() for k in update.diff}
     else:
-        data = {k: (after[k].double() - before[k].double()).numpy() for k in before}
+        data = {k: update.diff[k].double().numpy() for k in update.diff}
     dxo_meta = {}
     if meta:
         dxo_meta = {"NUM_STEPS_CURRENT_ROUND": recipe.num_steps(len(images)), META_RECIPE: recipe.to_meta(),

@@ -15,14 +15,25 @@ from nvflare.apis.event_type import EventType
 from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.shareable import Shareable, make_reply
 
-from fl_helpers import (RESOLUTION, FakeServerEngine, arrays_equal, client_result, data_of, global_model,
-                        result_context, sample_images, send_round)
 from gradinv.fl import GradInversionAggregatorFilter
 from gradinv.fl.auditor import META_NUM_IMAGES, META_RECIPE
 
+from .fl_helpers import (
+    RESOLUTION,
+    FakeServerEngine,
+    arrays_equal,
+    client_result,
+    data_of,
+    global_model,
+    result_context,
+    sample_images,
+    send_round,
+)
+
 
 def make_filter(**overrides):
-    settings = dict(resolution=RESOLUTION, attack_overrides={"iterations": 5}, prior="none", report=False, progress=False)
+    settings = dict(resolution=RESOLUTION, attack_overrides={"iterations": 5}, prior="none", report=False,
+                    progress=False)
     settings.update(overrides)
     return GradInversionAggregatorFilter(**settings)
 
@@ -51,7 +62,8 @@ def test_valid_update_passes_unchanged_and_is_recorded(server, caplog):
 
     assert arrays_equal(data_of(out), sent)
     (row,) = rows(out_dir)
-    assert (row["round"], row["site"], row["num_images"], row["status"], row["decision"]) == ("0", "site-1", "1", "ok", "pass")
+    assert (row["round"], row["site"], row["num_images"], row["status"], row["decision"]) == (
+        "0", "site-1", "1", "ok", "pass")
     assert row["ssim"] == "" and row["rdlv"] == ""  # no ground truth configured: never invented
     assert float(row["update_distance"]) >= 0 and row["leak_score"] != ""
     folder = out_dir / "round_000" / "site-1"
@@ -98,7 +110,8 @@ BAD_UPDATES = {
     "extra key": (lambda d, m: d.__setitem__("evil.weight", np.zeros(3)), "unexpected 1 keys [evil.weight]"),
     "shape": (lambda d, m: d.__setitem__("classifier.bias", np.zeros(5)), "has shape (5,), the model expects (2,)"),
     "meta missing": (lambda d, m: m.clear(), "the update's meta lacks"),
-    "recipe disagrees with steps": (lambda d, m: m[META_RECIPE].__setitem__("epochs", 3), "the recipe implies 3 local steps"),
+    "recipe disagrees with steps": (lambda d, m: m[META_RECIPE].__setitem__("epochs", 3),
+                                    "the recipe implies 3 local steps"),
     "bad image count": (lambda d, m: m.__setitem__(META_NUM_IMAGES, 0), "must be a positive integer"),
 }
 

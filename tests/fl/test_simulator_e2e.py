@@ -10,6 +10,7 @@ from gradinv.data import demo_datalists, load_datalist, load_images
 from gradinv.fl.job import JobSettings, simulate
 from gradinv.models import build_model
 from gradinv.recipe import TrainingRecipe
+from gradinv.simulation import simulate_client
 
 pytestmark = pytest.mark.e2e
 RESOLUTION = 32
@@ -44,19 +45,19 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
     assert rows["site-1"]["num_images"] == "1" and rows["site-2"]["num_images"] == "4"
     assert float(rows["site-1"]["ssim"]) > 0.9 and rows["site-1"]["decision"] == "block"
     assert rows["site-2"]["decision"] == "pass"
-    for row in rows.values():  # ground truth configured: SSIM and LPIPS are measured (RDLV only where SSIM(prior, x) > 0)
+    # Ground truth configured: SSIM and LPIPS are measured (RDLV only where SSIM(prior, x) > 0).
+    for row in rows.values():
         assert row["ssim"] != "" and row["lpips"] != "" and row["status"] == "ok"
 
     # FedAvg aggregated site-2 alone: global = initial + site-2's own update, replayed here.
     initial = build_model("bn_cnn", resolution=RESOLUTION, init_seed=settings.seed)
-    site2 = build_model("bn_cnn", resolution=RESOLUTION, init_seed=settings.seed)
     images, labels = load_images(load_datalist(demo_datalists((1, 4))["site-2"]), RESOLUTION)
-    TrainingRecipe(lr=settings.lr).train(site2, images, labels, round_num=0)
+    site2 = simulate_client(initial, images, labels, TrainingRecipe(lr=settings.lr))
     final = _final_global_model(run_dir)
     for name, value in initial.state_dict().items():
         if name.endswith("num_batches_tracked"):
             continue
-        expected = value + (site2.state_dict()[name] - value)
+        expected = value + site2.diff[name]
         assert torch.allclose(torch.as_tensor(final[name]).float(), expected, atol=1e-6), name
     assert any(not torch.equal(torch.as_tensor(final[k]).float(), v.float()) for k, v in initial.state_dict().items())
 

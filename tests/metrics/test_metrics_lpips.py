@@ -16,8 +16,7 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from gradinv.errors import AssetMissingError, GradinvError
-from gradinv.metrics import LPIPSMetric, ensure_lpips_weights, lpips_distance, lpips_weights_path
-from gradinv.metrics import lpips_weights
+from gradinv.metrics import LPIPSMetric, ensure_lpips_weights, lpips_distance, lpips_weights, lpips_weights_path
 from gradinv.metrics.lpips_weights import (
     SOURCE_SHA256,
     load_restricted_pickle,

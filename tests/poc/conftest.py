@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from poc_test_helpers import Poc, nvflare_home_state, processes_mentioning, require_free_port
+
+from .poc_test_helpers import Poc, nvflare_home_state, processes_mentioning, require_free_port
 
 
 @pytest.fixture

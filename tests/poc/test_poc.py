@@ -22,7 +22,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from poc_test_helpers import POC_SH, run_script
+
+from .poc_test_helpers import POC_SH, run_script
 
 pytestmark = pytest.mark.poc
 

@@ -3,8 +3,8 @@
 In real deployments the server never sees the clients' images, so SSIM/RDLV are unavailable. What it
 does see: how well its reconstruction explains the observed update (cosine distance ``d``), how well the
 replayed BatchNorm statistics match (relative residual ``r``), and how many images were mixed into each
-local step (the effective batch size). A reconstruction can only be trusted to be *the* data when the update is explained
-(small d, small r) and the problem is not underdetermined by averaging many images per step. The score is
+local step (the effective batch size). A reconstruction can only be trusted to be *the* data when the update is
+explained (small d, small r) and the problem is not underdetermined by averaging many images per step. The score is
 
     leak_score = (1 - min(d, 1)) * 1 / (1 + min(r, 1)) * 1 / images_per_step
 

@@ -13,9 +13,17 @@
 No NVFlare imports; torch is imported only by :func:`load_images`.
 """
 
-from gradinv.data.datalists import demo_datalists, hold_out, load_datalist, make_site_datalists
+from gradinv.data.datalists import hold_out, load_datalist, make_site_datalists
 from gradinv.data.images import IMAGE_SUFFIXES, load_image, load_images, read_image_unit
-from gradinv.data.sample import CLASS_NAMES, SPLITS, build_sample, prior_path, read_provenance, sample_split
+from gradinv.data.sample import (
+    CLASS_NAMES,
+    SPLITS,
+    build_sample,
+    demo_datalists,
+    prior_path,
+    read_provenance,
+    sample_split,
+)
 from gradinv.data.sources import ImageList, list_csv, list_datalist, list_folder, list_images, list_medmnist_npz
 
 __all__ = [

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from gradinv.errors import DataError
 
-#: The keys every datalist written here carries.
-DATALIST_KEYS = ("training", "validation", "test")
+#: A split's name (as a listing option names it) -> its key in a decathlon-style datalist.
+DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
 #: The largest label (a class index from 0) accepted: a larger one is a typo or an ID, not one of the classes.
 MAX_LABEL = 9_999
 _SITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -250,20 +250,3 @@ def datalist_class_names(path: str | Path, num_classes: int) -> list[str]:
     if not isinstance(labels, dict):
         raise DataError(f"{path}: 'labels' must map label numbers to names, e.g. {{\"0\": \"normal\"}}.")
     return [str(labels.get(str(k), f"class_{k}")) for k in range(num_classes)]
-
-
-def demo_datalists(images_per_site: Sequence[int] = (1, 2, 4), out_dir: str | Path | None = None) -> dict[str, Path]:
-    """Datalists for the demo: sites draw from the sample set's train split; test = its test split.
-
-    Builds the sample set first if needed (offline, seconds). Default folder:
-    ``<sample>/datalists/demo-1-2-4`` (named after ``images_per_site``).
-    """
-    from gradinv.data.sample import build_sample, sample_split
-
-    sample_dir = build_sample(quiet=True)
-    train = sample_split("train", sample_dir)
-    test = sample_split("test", sample_dir)
-    if out_dir is None:
-        out_dir = sample_dir / "datalists" / ("demo-" + "-".join(str(int(n)) for n in images_per_site))
-    return make_site_datalists(train.items, images_per_site, out_dir, seed=0, test_items=test.items,
-                               class_names=train.class_names)

@@ -1,6 +1,6 @@
 """The offline sample set: real medical images from installed packages, posed as a two-class task.
 
-Nothing is downloaded. Sources (see reference/environment.md §4):
+Nothing is downloaded. Sources (each image's package, licence and transform are recorded in its provenance):
 
 * ``nilearn`` wheel: the MNI ICBM152 2009a T1 template (an average of 152 brains, skull-stripped);
   slices in three planes.
@@ -36,16 +36,18 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gradinv.hashing import sha256_of_file
-from gradinv.data.images import DICOM_WINDOW_PERCENTILES, read_dicom_unit, resize_square
+from gradinv.data.datalists import make_site_datalists
+from gradinv.data.images import DICOM_WINDOW_PERCENTILES, load_image, read_dicom_unit, resize_square
 from gradinv.data.sources import ImageList
-from gradinv.errors import DataError
+from gradinv.errors import DataError, GradinvError
+from gradinv.hashing import sha256_of_file
 from gradinv.paths import sample_data_dir
 
 #: Bump whenever the images, their order or the files written change: a set with another version is rebuilt.
@@ -528,3 +530,48 @@ def sample_split(split: str, sample_dir: str | Path | None = None) -> ImageList:
 def prior_path(sample_dir: str | Path | None = None) -> Path:
     """Path of ``prior.png`` (the public split's per-pixel mean), building the set first if needed."""
     return build_sample(sample_dir, quiet=True) / PRIOR_PNG
+
+
+def load_prior(prior: str | os.PathLike | None, resolution: int) -> tuple[np.ndarray | None, str]:
+    """The attack's prior image (its starting point, and what RDLV is relative to) and a line describing it.
+
+    ``prior`` is ``"sample"`` (the string: the bundled public split's mean image, :func:`prior_path`), ``None`` or
+    ``"none"`` (no prior: a flat grey start and no RDLV; returns ``None``), or the path of an image (a
+    :class:`~pathlib.Path` is always a path, even one named ``sample``). The image is loaded as
+    :func:`gradinv.data.load_image` loads any image: grayscale [0, 1], centre-cropped and resized to
+    ``resolution``.
+
+    Raises:
+        DataError: the image cannot be used, or the bundled set cannot be built; the message names the file.
+    """
+    if prior is None or (isinstance(prior, str) and prior.strip().lower() == "none"):
+        return None, "none (flat grey start; RDLV not computed)"
+    if isinstance(prior, str) and prior == "sample":
+        try:
+            path = prior_path()
+        except GradinvError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - building the bundled set can fail in many ways (files, decoders)
+            raise DataError(f"the bundled prior (the sample set's mean image) is unavailable: {exc}") from exc
+        description = "bundled public sample set mean"
+    else:
+        path, description = Path(prior).expanduser(), "image"
+    try:
+        return load_image(path, resolution), f"{description}: {path}"
+    except GradinvError as exc:
+        raise DataError(f"the prior image {path} cannot be used: {exc}") from exc
+
+
+def demo_datalists(images_per_site: Sequence[int] = (1, 2, 4), out_dir: str | Path | None = None) -> dict[str, Path]:
+    """Datalists for the demo: sites draw from the sample set's train split; test = its test split.
+
+    Builds the sample set first if needed (offline, seconds). Default folder:
+    ``<sample>/datalists/demo-1-2-4`` (named after ``images_per_site``).
+    """
+    sample_dir = build_sample(quiet=True)
+    train = sample_split("train", sample_dir)
+    test = sample_split("test", sample_dir)
+    if out_dir is None:
+        out_dir = sample_dir / "datalists" / ("demo-" + "-".join(str(int(n)) for n in images_per_site))
+    return make_site_datalists(train.items, images_per_site, out_dir, seed=0, test_items=test.items,
+                               class_names=train.class_names)

@@ -37,10 +37,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gradinv.hashing import sha256_of_file
-from gradinv.data.datalists import check_label, datalist_class_names, load_datalist, read_json_document
+from gradinv.data.datalists import (
+    DATALIST_KEYS,
+    check_label,
+    datalist_class_names,
+    hold_out,
+    load_datalist,
+    make_site_datalists,
+    read_json_document,
+)
 from gradinv.data.images import IMAGE_SUFFIXES, check_readable, is_image_file
 from gradinv.errors import DataError
+from gradinv.hashing import sha256_of_file
 from gradinv.paths import gradinv_home
 
 #: A folder's images include those of this subfolder (COVID-19 Radiography Database: ``COVID/images``).
@@ -50,7 +58,6 @@ MASK_SUBFOLDERS = ("masks", "mask")
 #: MedMNIST split names as they appear in the ``.npz`` keys.
 MEDMNIST_SPLITS = ("train", "val", "test")
 #: Datalist key for each split name accepted by :func:`list_images`.
-DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
 
 _INTEGER = re.compile(r"-?[0-9]+")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
 _SUPPORTED = ("a folder of images (flat or one subfolder per class), a MedMNIST .npz, a CSV (path,label) "
@@ -406,8 +413,6 @@ def site_datalists_from_source(source: str | Path, images_per_site: list[int], o
     the source's own non-empty test split (a MedMNIST ``.npz``, or a JSON datalist's ``test`` list);
     otherwise up to 40 held-out images from those the sites leave over.
     """
-    from gradinv.data.datalists import hold_out, make_site_datalists
-
     path = Path(source).expanduser()
     training = list_images(path, split="train", classes=classes, seed=seed, cache_dir=cache_dir)
     items = training.items

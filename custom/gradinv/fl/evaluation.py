@@ -24,7 +24,8 @@ def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        correct += int((model(images[start : start + batch_size]).argmax(dim=1) == labels[start : start + batch_size]).sum())
+        batch = slice(start, start + batch_size)
+        correct += int((model(images[batch]).argmax(dim=1) == labels[batch]).sum())
     model.train(was_training)
     return correct / len(images)
 

@@ -23,6 +23,8 @@ from nvflare.apis.dxo_filter import DXOFilter
 from nvflare.apis.fl_context import FLContext
 from nvflare.apis.shareable import Shareable
 
+from gradinv.arrays import to_numpy
+
 NOISE_SCALE_PERCENTILE = 95.0
 
 
@@ -108,7 +110,7 @@ class GaussianPrivacy(DXOFilter):
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO:
         """A new DXO of the same kind with noised copies of the arrays and a copy of the meta."""
         rng = self._generator(fl_ctx)
-        arrays = {name: _as_numpy(value) for name, value in dxo.data.items()}
+        arrays = {name: to_numpy(value) for name, value in dxo.data.items()}  # bfloat16: float32, _like casts back
         noised, sigma = gaussian_privacy_noise(arrays, self.sigma0, rng)
         data = {name: _like(dxo.data[name], noised[name]) for name in noised}
         self.log_info(
@@ -126,14 +128,6 @@ class GaussianPrivacy(DXOFilter):
                 client_key = zlib.crc32(str(fl_ctx.get_identity_name()).encode("utf-8"))
                 self._rng = np.random.default_rng([self.seed, client_key])
         return self._rng
-
-
-def _as_numpy(value: object) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu()
-        # numpy has no bfloat16; float32 holds it exactly and _like casts back
-        return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
-    return np.asarray(value)
 
 
 def _like(original: object, array: np.ndarray) -> object:

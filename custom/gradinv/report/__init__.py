@@ -1,13 +1,13 @@
 """Leakage reports: metrics.csv and the per-update artifacts → plots, a self-contained HTML page, TensorBoard.
 
-No NVFlare import anywhere in this package: reports are built offline from a run dir or a POC download.
-Names are loaded on first use, so ``gradinv``'s command parser (which imports :mod:`gradinv.report.cli`)
-does not pay for matplotlib or torch.
+No NVFlare and no job runs in this package (an import contract checks it): reports are built offline from a
+run dir or a POC download. Names are loaded on first use, so that importing the package does not pay for
+matplotlib or torch.
 
 - :func:`build_report` — one run's ``report.html``.
 - :func:`write_tensorboard_scalars`, :func:`close_tensorboard_writers` — called by the server filter.
-- Building blocks for the sweep report: :class:`HtmlPage` and the helpers of :mod:`gradinv.report.html`,
-  :func:`plot_privacy_utility`, :func:`plot_metric_per_round`, :func:`read_csv_rows`.
+- Building blocks for the sweep report (:mod:`gradinv.sweep.report`): :class:`HtmlPage` and the helpers of
+  :mod:`gradinv.report.html`, :func:`plot_privacy_utility`, :func:`plot_metric_per_round`, :func:`read_csv_rows`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One run of ``gradinv sweep`` in its own process: ``python -m gradinv.report.sweep_worker SETTINGS_JSON WORKSPACE``.
+"""One run of ``gradinv sweep`` in its own process: ``python -m gradinv.sweep.worker SETTINGS_JSON WORKSPACE``.
 
 ``SETTINGS_JSON`` holds the :class:`gradinv.fl.job.JobSettings` fields. Each simulation gets a fresh
 interpreter, so NVFlare's process-wide state (logging, ports, threads) cannot leak from one run into the
@@ -15,7 +15,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m gradinv.report.sweep_worker SETTINGS_JSON WORKSPACE", file=sys.stderr)
+        print("usage: python -m gradinv.sweep.worker SETTINGS_JSON WORKSPACE", file=sys.stderr)
         return 2
     from gradinv.fl.job import JobSettings, simulate
 

@@ -1,6 +1,6 @@
 """``sweep_report.html`` and the sweep's plots (RDLV and SSIM against σ0), calibration, rank correlation.
 
-Built from the sweep's run outcomes (see :mod:`gradinv.report.sweep`) with the page helpers of
+Built from the sweep's run outcomes (see :mod:`gradinv.sweep.runner`) with the page helpers of
 :mod:`gradinv.report.html`: one self-contained page (plots embedded as data URIs, no scripts, no external
 references), written 0600. The only links are relative ones to each run's own report.html next to it.
 """
@@ -15,14 +15,30 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import load_run_artifacts, natural_key, to_float, to_int
 from gradinv.report.html import (
-    Html, HtmlPage, element, image, join, key_value_table, paragraph, table,
+    Html,
+    HtmlPage,
+    element,
+    image,
+    join,
+    key_value_table,
+    paragraph,
+    table,
 )
 from gradinv.report.plots import add_accuracy_axis_and_legend, figure_png, plot_privacy_utility, site_colors
-from gradinv.report.sweep_analysis import (
-    CRITERIA, GAUSSIAN, SWEEP_COLUMNS, VISIBLE_SSIM, Calibration, calibrate, format_sigma, rank_correlation,
-    run_site_points, site_points, sort_rows,
+from gradinv.sweep.analysis import (
+    CRITERIA,
+    GAUSSIAN,
+    SWEEP_COLUMNS,
+    Calibration,
+    calibrate,
+    format_sigma,
+    rank_correlation,
+    run_site_points,
+    site_points,
+    sort_rows,
 )
 
 REPORT_NAME = "sweep_report.html"
@@ -83,8 +99,8 @@ def ssim_utility_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
     colors = site_colors(per_site)
     figure = Figure(figsize=(8.0, 4.8), layout="constrained")
     axes = figure.add_subplot()
-    axes.axhline(VISIBLE_SSIM, color="#333333", linewidth=1.0, linestyle="--",
-                 label=f"SSIM {VISIBLE_SSIM}: visibly leaked above")
+    axes.axhline(VISIBLY_LEAKED_SSIM, color="#333333", linewidth=1.0, linestyle="--",
+                 label=f"SSIM {VISIBLY_LEAKED_SSIM}: visibly leaked above")
     for site in sorted(per_site, key=natural_key):
         sigmas = sorted(per_site[site])
         means, lows, highs, bests = [], [], [], []
@@ -167,8 +183,9 @@ def _plots_section(plots: Sequence[tuple[bytes, str]], rows: Sequence[Mapping[st
     explanation = paragraph(
         "RDLV = (SSIM(reconstruction, original) \u2212 SSIM(prior, original)) / SSIM(prior, original) depends on the "
         f"prior ({prior}). With a prior of low SSIM to the originals, RDLV is large even for reconstructions "
-        "nobody would recognise; read it with SSIM, whose visual line is 0.5 (clearly recognisable at 0.5, nothing "
-        "recognisable below about 0.3; reference/attack.md \u00a76). Lines: mean over the attacked rounds; bands: "
+        f"nobody would recognise; read it with SSIM, whose visual line is {VISIBLY_LEAKED_SSIM} (clearly recognisable "
+        f"at {VISIBLY_LEAKED_SSIM}, nothing "
+        "recognisable below about 0.3). Lines: mean over the attacked rounds; bands: "
         "min\u2013max over rounds.", css_class="note")
     return element("div", figures, class_="plots") + explanation + _site_table(rows)
 

@@ -19,12 +19,25 @@ from gradinv.cli import main
 from gradinv.errors import GradinvError
 from gradinv.fl.job import SIMULATOR_JOB_DIR, JobSettings
 from gradinv.report.artifacts import METRICS_COLUMNS
-from gradinv.report.sweep import (
-    RUN_MARKER, SweepMeta, calibrate_by_bisection, load_job_settings, run_sweep, sweep_base_settings, write_outputs,
+from gradinv.sweep.analysis import (
+    SWEEP_COLUMNS,
+    RunSpec,
+    bisection_points,
+    calibrate,
+    final_test_accuracy,
+    parse_filters,
+    parse_sigma_grid,
+    plan_runs,
+    rank_correlation,
 )
-from gradinv.report.sweep_analysis import (
-    SWEEP_COLUMNS, RunSpec, bisection_points, calibrate, final_test_accuracy, parse_filters, parse_sigma_grid,
-    plan_runs, rank_correlation,
+from gradinv.sweep.runner import (
+    RUN_MARKER,
+    SweepMeta,
+    calibrate_by_bisection,
+    load_job_settings,
+    run_sweep,
+    sweep_base_settings,
+    write_outputs,
 )
 
 PRIOR_SSIM = 0.1
@@ -343,7 +356,7 @@ def test_report_is_self_contained_private_and_links_every_run(tmp_path, base_set
     assert len(re.findall(r'src="data:image/png;base64,', html)) == 2
     assert not re.findall(r'src="(?!data:)', html)  # every image embedded
     links = re.findall(r'href="([^"#][^"]*)"', html)
-    assert sorted(l for l in links if l.endswith("report.html")) == sorted(
+    assert sorted(link for link in links if link.endswith("report.html")) == sorted(
         f"runs/{label}/gradinv_demo/server/simulate_job/gradinv/report.html"
         for label in ("gaussian_sigma0_0", "gaussian_sigma0_10", "gaussian_sigma0_30", "svt"))
     assert all((out / link).is_file() for link in links)

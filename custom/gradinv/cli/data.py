@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from gradinv.cli import path_argument
+from gradinv.cli.common import path_argument
 from gradinv.errors import DataError
 
 

@@ -1,59 +1,27 @@
 """The ``gradinv`` command: ``demo | attack | report | data | sweep | assets | bench-case``.
 
-Each subcommand lives beside the code it drives, in a module exposing ``register(subparsers)``; the
-parser imports only those light modules, and each command imports its heavy dependencies when it runs.
-Errors that are the user's to fix (:class:`gradinv.errors.GradinvError`, argparse's own, an unknown
-option) print one line, named after the subcommand, and exit 2; a closed stdout (``| head``) ends quietly.
+The front-end layer: one module per subcommand in this package, each exposing ``register(subparsers)``. Those
+modules import only argparse-level code; each command imports what it drives (the attack core, the NVFlare job,
+the report, the sweep) when it runs, so ``gradinv --help`` stays fast. Errors that are the user's to fix
+(:class:`gradinv.errors.GradinvError`, argparse's own, an unknown option) print one line, named after the
+subcommand, and exit 2; a closed stdout (``| head``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-from pathlib import Path
 
 from gradinv import __version__
+from gradinv.cli import assets, attack, bench_case, data, demo, report, sweep
+from gradinv.cli.common import OneLineArgumentParser, one_line
 from gradinv.errors import GradinvError
 
-SUBCOMMAND_MODULES = (
-    "gradinv.fl.demo",
-    "gradinv.attack.cli",
-    "gradinv.report.cli",
-    "gradinv.data.cli",
-    "gradinv.report.sweep",
-    "gradinv.assets",
-    "gradinv.attack.bench_case",
-)
+#: The subcommands, in the order ``gradinv --help`` lists them.
+SUBCOMMANDS = (demo, attack, report, data, sweep, assets, bench_case)
 #: Exit status after stdout was closed by its reader (128 + SIGPIPE, what a shell reports for such a kill).
 BROKEN_PIPE_STATUS = 141
-
-
-def one_line(text: object) -> str:
-    """``text`` with every run of white space (newlines and tabs from embedded exceptions, a file name
-    with a newline) folded into one space, so that an error message stays one line."""
-    return " ".join(str(text).split())
-
-
-def path_argument(text: str) -> Path:
-    """argparse ``type`` of a path option: refuses an empty path, which ``Path`` would read as the current
-    folder (so that ``--images "$UNSET"`` cannot silently attack, or write into, whatever the shell is in)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path is not allowed (it would mean the current folder); give a path")
-    return Path(text).expanduser()
-
-
-class OneLineArgumentParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line, ``<prog>: error: <message> (see <prog> --help)``, exit 2.
-
-    Subparsers made with ``add_subparsers`` are of the parent's class, so every ``gradinv`` subcommand
-    (``gradinv data datalists`` too) reports its argument errors this way.
-    """
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gradinv {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).register(subparsers)
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
     return parser
 
 
@@ -110,5 +78,3 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """The arithmetic of ``gradinv sweep``: sweep.csv rows, calibrated noise, bisection points, rank correlation.
 
 Pure functions over plain rows (mappings of column name to a CSV cell or a number), so that they can be
-tested on synthetic run folders without running NVFlare. No plotting, no HTML, no torch.
+tested on synthetic run folders without running NVFlare. No plotting, no HTML.
 
 Definitions used throughout (the sweep report quotes them):
 
@@ -11,8 +11,8 @@ Definitions used throughout (the sweep report quotes them):
   reconstructed image of the update).
 - Criterion ``rdlv`` (the paper's): the site passes at σ0 when its worst-round RDLV < 0, i.e. in no attacked
   round did the reconstructions beat the prior on average. It depends on the prior.
-- Criterion ``ssim`` (the visual line, reference/attack.md §6): the site passes at σ0 when its worst-round
-  best-image SSIM < 0.5, i.e. no image of any attacked round was reconstructed recognisably.
+- Criterion ``ssim`` (the visual line: at SSIM 0.5 a reconstruction is clearly recognisable): the site passes at
+  σ0 when its worst-round best-image SSIM < 0.5, i.e. no image of any attacked round was reconstructed recognisably.
 - A site whose metric is missing in some round (attack failed, no ground truth, RDLV undefined) is *not
   measured* at that σ0 unless a measured round already fails it: a gap never counts as a pass.
 """
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradinv.errors import GradinvError
+from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import natural_key, read_csv_rows, to_float, to_int
 
 Row = Mapping[str, object]
@@ -36,7 +37,6 @@ Row = Mapping[str, object]
 SWEEP_FILTERS = ("gaussian", "percentile", "svt")
 GAUSSIAN = "gaussian"
 
-VISIBLE_SSIM = 0.5  # reference/attack.md §6: at SSIM ≈ 0.5 an image is clearly recognisable
 
 SWEEP_COLUMNS = (
     "filter", "sigma0", "site", "round", "num_images", "rdlv", "ssim", "lpips", "test_accuracy",
@@ -50,8 +50,8 @@ global_metrics.csv; ``test_accuracy_round`` says which round that was), repeated
 CRITERIA = {
     "rdlv": "RDLV < 0 in every attacked round (max over rounds of the site's mean RDLV < 0): the paper's "
             "criterion, relative to the prior",
-    "ssim": f"no image visibly leaked: best-image SSIM < {VISIBLE_SSIM} in every attacked round "
-            f"(max over rounds of ssim_max < {VISIBLE_SSIM})",
+    "ssim": f"no image visibly leaked: best-image SSIM < {VISIBLY_LEAKED_SSIM} in every attacked round "
+            f"(max over rounds of ssim_max < {VISIBLY_LEAKED_SSIM})",
 }
 
 
@@ -251,7 +251,10 @@ class SitePoint:
         A measured round at or above the line fails the site whatever the other rounds; otherwise a round
         without the metric leaves the answer open (a gap never counts as a pass).
         """
-        values, line = (self.rdlv_by_round, 0.0) if criterion == "rdlv" else (self.ssim_max_by_round, VISIBLE_SSIM)
+        if criterion == "rdlv":
+            values, line = self.rdlv_by_round, 0.0
+        else:
+            values, line = self.ssim_max_by_round, VISIBLY_LEAKED_SSIM
         measured = [v for v in values if v is not None]
         if any(v >= line for v in measured):
             return False

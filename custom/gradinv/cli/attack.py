@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gradinv.cli import path_argument
-from gradinv.errors import GradinvError
+from gradinv.cli.common import parse_device, path_argument
+from gradinv.errors import AttackInputError, GradinvError
 
 RECONSTRUCTION_PNG = "reconstruction.png"
 METRICS_JSON = "metrics.json"
@@ -45,8 +44,6 @@ MIN_RESOLUTION = 7
 MAX_RESOLUTION = 1024
 #: ``--seed`` range (it seeds torch, which takes 64-bit seeds, after the attack derives per-run seeds from it).
 SEED_RANGE = (-(2**31), 2**31 - 1)
-#: ``--device`` values: CUDA when available, the CPU, or one CUDA device.
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 #: Classes of the model when the folder gives fewer (a flat folder, or one class folder): a one-output
 #: cross-entropy classifier has a zero gradient, so there would be nothing to attack.
 MIN_CLASSES = 2
@@ -140,27 +137,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
                            f"{RECONSTRUCTION_PNG} back as a patient image; choose an --out folder outside the images")
 
 
-def parse_device(name: str):
-    """A ``--device`` value as a torch device, or a one-line :class:`GradinvError`."""
-    import torch
-
-    from gradinv.attack import resolve_device
-
-    if not DEVICE_PATTERN.fullmatch(name):
-        raise GradinvError(f"--device {name!r} is not a device gradinv runs on; use auto, cpu, cuda or cuda:N")
-    try:
-        device = resolve_device(name)
-    except (RuntimeError, ValueError) as exc:  # e.g. an index beyond what torch can hold
-        raise GradinvError(f"--device {name!r} is not a device: {exc}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise GradinvError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    count = torch.cuda.device_count() if device.type == "cuda" else 0
-    if device.index is not None and device.index >= count:
-        raise GradinvError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
-                           "use one of them, cuda or auto")
-    return device
-
-
 def _build_model(name: str, num_classes: int, resolution: int, batch_sizes: set[int]):
     """Build the model (seeded by the caller) and check it runs at this resolution with these batch sizes."""
     import copy
@@ -173,16 +149,11 @@ def _build_model(name: str, num_classes: int, resolution: int, batch_sizes: set[
         model = build_model(name, num_classes=num_classes, resolution=resolution)
     except ValueError as exc:
         raise GradinvError(f"--resolution {resolution} is not valid for model {name!r}: {exc}") from exc
-    # The attack needs the input shape; gradinv's own models carry it, the wrapped MONAI/torchvision ones do not.
-    if getattr(model, "resolution", None) is None:
-        model.resolution = resolution
-    if getattr(model, "in_channels", None) is None:
-        model.in_channels = 1
     probe = copy.deepcopy(model).train()
     for batch in sorted(batch_sizes):
         try:
             with torch.no_grad():
-                logits = probe(torch.zeros(batch, 1, resolution, resolution))
+                logits = probe(torch.zeros(batch, *model.input_shape))
         except (RuntimeError, ValueError) as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise GradinvError(
@@ -195,37 +166,17 @@ def _build_model(name: str, num_classes: int, resolution: int, batch_sizes: set[
     return model
 
 
-def _check_training_converged(client, recipe, images, labels, loss: float, lr: float) -> None:
-    """A client whose local training diverged (non-finite loss during or after it) has no update worth inverting."""
+def _load_prior(path: Path | None, resolution: int):
+    """``--prior`` (default: the bundled sample set's mean image) as a tensor, and a line describing it."""
     import torch
 
-    with torch.no_grad():
-        after = float(recipe.loss_value(client(images), labels))
-    if not (math.isfinite(loss) and math.isfinite(after)):
-        raise GradinvError(f"the client's local training diverged (non-finite loss with --lr {lr:g}); "
-                           "use a smaller --lr, e.g. 0.01")
+    from gradinv.data.sample import load_prior
 
-
-def _load_prior(path: str | None, resolution: int):
-    import torch
-
-    from gradinv.data import load_image, prior_path
-
-    if path is None:
-        try:
-            source = prior_path()
-        except GradinvError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - building the bundled set can fail in many ways
-            raise GradinvError(f"the bundled prior (sample set mean) is unavailable: {exc}; pass --prior IMAGE") from exc
-        description = f"bundled public sample set mean: {source}"
-    else:
-        source = Path(path).expanduser()
-        description = f"image: {source}"
     try:
-        return torch.from_numpy(load_image(source, resolution)), description
+        prior, description = load_prior("sample" if path is None else path, resolution)
     except GradinvError as exc:
-        raise GradinvError(f"--prior cannot be used: {exc}") from exc
+        raise GradinvError(f"{exc}; pass --prior IMAGE" if path is None else f"--prior: {exc}") from exc
+    return torch.from_numpy(prior), description
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -233,15 +184,15 @@ def run_attack(args: argparse.Namespace) -> int:
     started = time.monotonic()
     _check_arguments(args)
 
-    import copy
-
     import torch
 
     from gradinv.attack import attack_update, get_preset
     from gradinv.data import list_images, load_images
-    from gradinv.fl.artifacts import image_grid, write_private_bytes
+    from gradinv.fl.artifacts import image_grid
     from gradinv.metrics import evaluate_reconstruction
+    from gradinv.private_files import write_private_bytes
     from gradinv.recipe import TrainingRecipe
+    from gradinv.simulation import simulate_client
 
     device = parse_device(args.device)
     if args.threads is not None:
@@ -260,16 +211,15 @@ def run_attack(args: argparse.Namespace) -> int:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = _build_model(args.model, num_classes, args.resolution, batch_sizes)
-    global_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
-    client = copy.deepcopy(model)
-    training = recipe.train(client, images, labels)
-    diff = {name: client.state_dict()[name] - global_state[name] for name in global_state}
-    _check_training_converged(client, recipe, images, labels, training["loss"], args.lr)
-    del client
+    try:
+        update = simulate_client(model, images, labels, recipe)
+    except AttackInputError as exc:  # a diverged local training: nothing worth inverting
+        raise GradinvError(f"the client's local training diverged (non-finite loss with --lr {args.lr:g}); "
+                           "use a smaller --lr, e.g. 0.01") from exc
 
     # The attacker: global state, diff, recipe and N only.
     result = attack_update(
-        model, global_state, diff, recipe, num_images, config, prior=prior, num_classes=num_classes,
+        model, update.global_state, update.diff, recipe, num_images, config, prior=prior, num_classes=num_classes,
         device=device, seed=args.seed, progress=not args.no_progress, description="gradinv attack",
     )
     scores = evaluate_reconstruction(
@@ -301,7 +251,7 @@ def run_attack(args: argparse.Namespace) -> int:
         batch_size=recipe.effective_batch_size(num_images),
         epochs=args.epochs,
         lr=args.lr,
-        local_steps=training["steps"],
+        local_steps=update.steps,
         seed=args.seed,
         device=str(device),
         per_image=per_image,
@@ -321,7 +271,7 @@ def run_attack(args: argparse.Namespace) -> int:
         "num_classes": num_classes,
         "prior": prior_description,
         "recipe": recipe.to_meta(),
-        "client_training_loss": training["loss"],
+        "client_training_loss": update.training_loss,
         "attack_config": config.to_dict(),
         "attack": result.diagnostics(),
         "label_probabilities": result.label_probabilities.tolist(),
@@ -403,10 +353,12 @@ def _format(value: Any, digits: int = 3) -> str:
 
 def _print_summary(summary: dict[str, Any], labels_known: bool) -> None:
     print(f"client: {summary['num_images']} image(s), {summary['model']} at {summary['resolution']} px, batch "
-          f"{summary['batch_size']}, {summary['epochs']} epoch(s) = {summary['local_steps']} local step(s), lr {summary['lr']:g}")
+          f"{summary['batch_size']}, {summary['epochs']} epoch(s) = {summary['local_steps']} local step(s), "
+          f"lr {summary['lr']:g}")
     print(f"attack: preset {summary['preset']}, {summary['iterations']} iterations in {summary['seconds']:.1f} s on "
           f"{summary['device']} ({summary['stopped']}); update cosine distance {summary['update_distance']:.3g}")
-    print(f"SSIM {_format(summary['ssim'])} (max {_format(summary['ssim_max'])}), PSNR {_format(summary['psnr'], 1)} dB, "
+    print(f"SSIM {_format(summary['ssim'])} (max {_format(summary['ssim_max'])}), "
+          f"PSNR {_format(summary['psnr'], 1)} dB, "
           f"LPIPS {_format(summary['lpips'])}, RDLV {_format(summary['rdlv'])} (max {_format(summary['rdlv_max'])}), "
           f"label accuracy {_format(summary['label_accuracy'], 2)}"
           + ("" if labels_known else " (labels assigned: flat folder)"))
@@ -416,8 +368,3 @@ def _print_summary(summary: dict[str, Any], labels_known: bool) -> None:
               f"{entry['recovered_label']}")
     print(f"wrote {summary['reconstruction_png']} and {summary['metrics_json']}")
 
-
-if __name__ == "__main__":  # pragma: no cover - ``gradinv attack`` is the entry point
-    from gradinv.cli import main
-
-    sys.exit(main(["attack", *sys.argv[1:]]))

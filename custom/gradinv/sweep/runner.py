@@ -1,32 +1,14 @@
-"""``gradinv sweep``: the paper's privacy–utility trade-off, leakage per site against the noise level σ0.
+"""The privacy-utility sweep's engine: one NVFlare simulation per privacy filter setting, then sweep.csv and
+its report.
 
-Runs the demo job (or the job in --job) in the NVFlare simulator once per σ0 of the Gaussian privacy filter
-(and once per NVFlare filter asked for with --filters, at its default settings), one after another, each in
-its own workspace under --out/runs/, and writes under --out:
-
-  sweep.csv           one row per run x site x round: filter, sigma0, site, round, num_images, rdlv, ssim,
-                      lpips, test_accuracy (the run's FINAL global model), leak_score, ssim_max, rdlv_max, ...
-  privacy_utility.png RDLV per site against σ0, global test accuracy on a second axis
-  ssim_vs_sigma0.png  SSIM per site against σ0 (the visual line 0.5), test accuracy on a second axis
-  sweep_report.html   self-contained report (mode 0600): plots, calibrated noise per site, the rank correlation
-                      of the no-ground-truth leak_score with the true RDLV/SSIM, the table, links to every
-                      run's own report.html
-
-Calibrated noise, per site: the smallest σ0 of the grid at which the site's RDLV stays below 0 in every
-attacked round (the paper's criterion; relative to the prior), and, separately, the smallest σ0 at which no
-image of any attacked round reaches SSIM 0.5 (the visual "no image visibly leaked" line). --calibrate refines
-each by bisection between the last failing and the first passing grid value (--calibrate-steps rounds; each
-round runs one simulation per distinct midpoint, so at most steps x 2 x sites extra runs, usually fewer
-because sites share brackets).
-
-Per-run cost: the default sweep attacks with 300 iterations per image (--iterations; the demo's preset uses
-1000) so that the default grid of 3 runs fits ~15 minutes on a 2-core CPU. Pass --iterations 1000 for the
-demo's attack strength.
+Each run simulates the job in its own workspace ``<out>/runs/<label>`` in a fresh interpreter
+(:mod:`gradinv.sweep.worker`); :mod:`gradinv.sweep.analysis` turns the runs' ``metrics.csv`` rows into sweep rows,
+calibrated noise and rank correlations, and :mod:`gradinv.sweep.report` draws them. ``gradinv sweep``
+(:mod:`gradinv.cli.sweep`) is the command, and says what the outputs are.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradinv.artifact_layout import GRADINV_SUBDIR, METRICS_CSV
 from gradinv.errors import GradinvError
 
 DEFAULT_OUT = Path("workspace") / "sweep"
@@ -51,38 +34,6 @@ RUN_SETTINGS = "job_settings.json"
 RUN_LOG = "simulation.log"
 SWEEP_CSV = "sweep.csv"
 JOB_JSON = "gradinv_job.json"
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "sweep", help="privacy-utility sweep: leakage per site and test accuracy against the noise level sigma0",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--sigma0", default=DEFAULT_SIGMAS, metavar="LIST",
-                        help=f"comma-separated noise levels of the Gaussian filter (default {DEFAULT_SIGMAS}; "
-                             "the paper sweeps 0,5,...,50)")
-    parser.add_argument("--filters", default=DEFAULT_FILTERS, metavar="LIST",
-                        help="gaussian[,percentile,svt]: percentile and svt (NVFlare's) run once each with their "
-                             "defaults and are reported with an empty sigma0 (default gaussian)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
-                        help=f"sweep folder (default ./{DEFAULT_OUT})")
-    parser.add_argument("--rounds", type=int, default=None, help="FedAvg rounds per run (default: the job's, 2)")
-    parser.add_argument("--iterations", type=int, default=None, metavar="K",
-                        help=f"attack iterations per image (default: the --job's own override if it sets one, "
-                             f"else {DEFAULT_ITERATIONS}; 0 = the attack preset's count)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="refine each site's calibrated sigma0 by bisection (extra runs)")
-    parser.add_argument("--calibrate-steps", type=int, default=DEFAULT_CALIBRATE_STEPS, metavar="N",
-                        help=f"bisection rounds with --calibrate (default {DEFAULT_CALIBRATE_STEPS})")
-    parser.add_argument("--job", type=Path, default=None, metavar="JSON",
-                        help=f"job settings: a JSON file of JobSettings fields, or an exported job folder holding "
-                             f"{JOB_JSON} (default: the demo job)")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse runs under --out that finished with identical settings (e.g. after an "
-                             "interruption); only the missing runs are simulated")
-    parser.add_argument("--run-timeout", type=float, default=None, metavar="SECONDS",
-                        help="give up on a run after this long (default: no limit)")
-    parser.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------- settings
@@ -145,7 +96,7 @@ def run_settings(base, spec):
     return dataclasses.replace(base, privacy=spec.filter, privacy_args=spec.privacy_args(base.seed) or None)
 
 
-def _settings_json(settings) -> dict:
+def settings_as_json(settings) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(settings), default=list))
 
 
@@ -156,7 +107,7 @@ def _settings_json(settings) -> dict:
 class RunOutcome:
     """How one run of the sweep went."""
 
-    spec: object  # sweep_analysis.RunSpec
+    spec: object  # gradinv.sweep.analysis.RunSpec
     status: str  # ok | reused | failed
     seconds: float | None
     workspace: Path
@@ -175,19 +126,19 @@ def run_one(spec, settings, sweep_dir: Path, *, resume: bool = False, timeout: f
     """Simulate one run in its own workspace ``<sweep_dir>/runs/<label>`` and collect its sweep rows.
 
     ``runner(settings_json, workspace, log, timeout) -> exit code`` runs the simulation (default: a
-    :mod:`gradinv.report.sweep_worker` subprocess); tests pass a fake one.
+    :mod:`gradinv.sweep.worker` subprocess); tests pass a fake one.
     """
     from gradinv.fl.job import SIMULATOR_JOB_DIR
-    from gradinv.report.sweep_analysis import collect_run_rows
+    from gradinv.sweep.analysis import collect_run_rows
 
     workspace = sweep_dir / RUNS_SUBDIR / spec.label
     marker = workspace / RUN_MARKER
-    wanted = _settings_json(settings)
-    gradinv_dir = workspace / settings.name / SIMULATOR_JOB_DIR / "gradinv"
+    wanted = settings_as_json(settings)
+    gradinv_dir = workspace / settings.name / SIMULATOR_JOB_DIR / GRADINV_SUBDIR
     if resume and marker.is_file():
         previous = _read_json(marker)
         if (previous.get("status") == "ok" and previous.get("settings") == wanted
-                and (gradinv_dir / "metrics.csv").is_file()):
+                and (gradinv_dir / METRICS_CSV).is_file()):
             rows, repeats = collect_run_rows(spec, gradinv_dir, sweep_dir)
             return RunOutcome(spec, "reused", previous.get("seconds"), workspace, gradinv_dir,
                               "finished earlier with the same settings" + _repeats_text(repeats), rows, repeats)
@@ -209,7 +160,7 @@ def run_one(spec, settings, sweep_dir: Path, *, resume: bool = False, timeout: f
     seconds = time.monotonic() - started
     rows: list[dict[str, str]] = []
     repeats = 0
-    if (gradinv_dir / "metrics.csv").is_file():
+    if (gradinv_dir / METRICS_CSV).is_file():
         try:
             rows, repeats = collect_run_rows(spec, gradinv_dir, sweep_dir)
         except GradinvError as exc:
@@ -235,7 +186,7 @@ def _repeats_text(repeats: int) -> str:
 
 
 def _subprocess_runner(settings_json: Path, workspace: Path, log_path: Path, timeout: float | None) -> int:
-    command = [sys.executable, "-m", "gradinv.report.sweep_worker", str(settings_json), str(workspace.resolve())]
+    command = [sys.executable, "-m", "gradinv.sweep.worker", str(settings_json), str(workspace.resolve())]
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
@@ -261,7 +212,7 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
 
 
-# ---------------------------------------------------------------- the command
+# ---------------------------------------------------------------- the sweep
 
 
 @dataclass
@@ -281,65 +232,6 @@ class SweepMeta:
     calibrate_steps: int = 0
     bisection_runs: list[float] = field(default_factory=list)
     iterations_note: str = ""
-
-
-def run(args: argparse.Namespace) -> int:
-    from gradinv.report.sweep_analysis import parse_filters, parse_sigma_grid, plan_runs
-
-    sigmas = parse_sigma_grid(args.sigma0)
-    filters = parse_filters(args.filters)
-    if args.calibrate and "gaussian" not in filters:
-        raise GradinvError("--calibrate needs the gaussian filter in --filters")
-    if args.calibrate_steps < 0:
-        raise GradinvError("--calibrate-steps must be >= 0")
-    if args.run_timeout is not None and args.run_timeout <= 0:
-        raise GradinvError("--run-timeout must be > 0")
-    base = load_job_settings(args.job)
-    if base.privacy not in ("none", None) and args.job is not None:
-        print(f"gradinv sweep: the job's own privacy filter ({base.privacy}) is replaced by the sweep's filters")
-    iterations = args.iterations
-    if iterations is None and "iterations" not in (base.attack_overrides or {}):
-        iterations = DEFAULT_ITERATIONS
-    settings = sweep_base_settings(base, args.rounds, iterations)
-    chosen = (settings.attack_overrides or {}).get("iterations")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    specs = plan_runs(sigmas, filters)
-    meta = SweepMeta(
-        sigmas=sigmas, filters=filters, settings=_settings_json(settings),
-        command="gradinv sweep " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["sweep"] else "gradinv sweep",
-        started_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load_before=_load(), cpu_count=os.cpu_count(),
-        calibrate=args.calibrate, calibrate_steps=args.calibrate_steps if args.calibrate else 0,
-        iterations_note=(f"{chosen} attack iterations per image (sweep default {DEFAULT_ITERATIONS}, "
-                         f"--iterations to change)" if chosen
-                         else f"the '{settings.preset}' preset's attack iterations"),
-    )
-    sites = settings.sites()
-    print(f"gradinv sweep: {len(specs)} runs ({', '.join(s.describe() for s in specs)}), "
-          f"{len(sites)} sites holding {list(settings.images_per_site)} images, {settings.num_rounds} rounds, "
-          f"{settings.resolution} px, {meta.iterations_note}")
-    print(f"  out: {out_dir.resolve()}   load average {_load_text(meta.load_before)} on {meta.cpu_count} CPUs",
-          flush=True)
-    started = time.monotonic()
-    outcomes = run_sweep(specs, settings, out_dir, resume=args.resume, timeout=args.run_timeout, first_index=1,
-                         total=len(specs))
-    if args.calibrate:
-        outcomes += calibrate_by_bisection(outcomes, settings, out_dir, args.calibrate_steps, resume=args.resume,
-                                           timeout=args.run_timeout, meta=meta)
-    meta.wall_seconds = time.monotonic() - started
-    meta.load_after = _load()
-    paths = write_outputs(out_dir, outcomes, meta)
-    print(f"\ngradinv sweep finished in {meta.wall_seconds:.0f} s ({meta.wall_seconds / 60:.1f} min); "
-          f"load average now {_load_text(meta.load_after)}")
-    for name, path in paths.items():
-        print(f"  {name + ':':<14}{path}")
-    _print_calibration(outcomes)
-    failed = [o for o in outcomes if not o.succeeded]
-    if failed:
-        print(f"\n{len(failed)} run(s) failed: " + "; ".join(f"{o.spec.describe()}: {o.message}" for o in failed),
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def run_sweep(specs: Sequence, settings, out_dir: Path, *, resume: bool = False, timeout: float | None = None,
@@ -367,7 +259,7 @@ def calibrate_by_bisection(outcomes: list[RunOutcome], settings, out_dir: Path, 
                            resume: bool = False, timeout: float | None = None, runner=None,
                            meta: SweepMeta | None = None, echo: Callable[..., None] = print) -> list[RunOutcome]:
     """Bisection rounds between each site's last failing and first passing σ0 (both criteria); returns new runs."""
-    from gradinv.report.sweep_analysis import CRITERIA, RunSpec, bisection_points
+    from gradinv.sweep.analysis import CRITERIA, RunSpec, bisection_points
 
     extra: list[RunOutcome] = []
     done = {o.spec.sigma0 for o in outcomes if o.spec.filter == "gaussian"}
@@ -391,7 +283,7 @@ def calibrate_by_bisection(outcomes: list[RunOutcome], settings, out_dir: Path, 
 
 def write_outputs(out_dir: Path, outcomes: Sequence[RunOutcome], meta: SweepMeta) -> dict[str, Path]:
     """sweep.csv, the two plots and sweep_report.html."""
-    from gradinv.report.sweep_report import write_sweep_report
+    from gradinv.sweep.report import write_sweep_report
 
     csv_path = _write_csv(out_dir, outcomes)
     paths = write_sweep_report(out_dir, outcomes, meta)
@@ -399,14 +291,14 @@ def write_outputs(out_dir: Path, outcomes: Sequence[RunOutcome], meta: SweepMeta
 
 
 def _write_csv(out_dir: Path, outcomes: Sequence[RunOutcome]) -> Path:
-    from gradinv.report.html import write_private_text
-    from gradinv.report.sweep_analysis import sweep_csv_text
+    from gradinv.private_files import write_private_text
+    from gradinv.sweep.analysis import sweep_csv_text
 
     return write_private_text(out_dir / SWEEP_CSV, sweep_csv_text(row for o in outcomes for row in o.rows))
 
 
 def _outcome_text(outcome: RunOutcome) -> str:
-    from gradinv.report.sweep_analysis import run_site_points
+    from gradinv.sweep.analysis import run_site_points
 
     if not outcome.succeeded:
         return f"FAILED after {outcome.seconds or 0:.0f} s: {outcome.message}"
@@ -421,8 +313,8 @@ def _outcome_text(outcome: RunOutcome) -> str:
     return f"{head}; " + "; ".join(parts) + f"; test acc {accuracy or '-'}{repeats}"
 
 
-def _print_calibration(outcomes: Sequence[RunOutcome]) -> None:
-    from gradinv.report.sweep_analysis import CRITERIA, calibrate, rank_correlation
+def print_calibration(outcomes: Sequence[RunOutcome]) -> None:
+    from gradinv.sweep.analysis import CRITERIA, calibrate, rank_correlation
 
     rows = [row for o in outcomes for row in o.rows]
     if any(o.spec.filter == "gaussian" for o in outcomes):
@@ -445,12 +337,12 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _load() -> tuple[float, float, float] | None:
+def load_average() -> tuple[float, float, float] | None:
     try:
         return os.getloadavg()
     except OSError:
         return None
 
 
-def _load_text(load: tuple[float, float, float] | None) -> str:
+def describe_load(load: tuple[float, float, float] | None) -> str:
     return "n/a" if load is None else " / ".join(f"{v:.2f}" for v in load) + " (1/5/15 min)"

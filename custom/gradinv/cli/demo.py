@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from gradinv.artifact_layout import GRADINV_SUBDIR, METRICS_CSV
+
 DEFAULT_WORKSPACE = Path("workspace") / "demo"
 
 
@@ -23,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="simulator workspace root (default: ./workspace/demo, or $GRADINV_WORKSPACE)")
     parser.add_argument("--rounds", type=int, default=2, help="FedAvg rounds (default 2)")
     parser.add_argument("--images-per-site", default="1,2,4", help="images held by each hospital (default 1,2,4)")
-    parser.add_argument("--iterations", type=int, default=None, help="attack iterations per update (default: the preset's 1000)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="attack iterations per update (default: the preset's 1000)")
     parser.add_argument("--block-threshold", type=float, default=None,
                         help="block updates whose rdlv_max exceeds this (default: measure only)")
     parser.add_argument("--mode", choices=("gate", "audit"), default="gate")
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         images_per_site = [int(n) for n in args.images_per_site.split(",")]
     except ValueError:
-        raise GradinvError(f"--images-per-site must be comma-separated integers, got {args.images_per_site!r}") from None
+        raise GradinvError(f"--images-per-site must be comma-separated integers, "
+                           f"got {args.images_per_site!r}") from None
     if args.rounds < 1 or any(n < 1 for n in images_per_site):
         raise GradinvError("--rounds and every --images-per-site value must be >= 1")
     settings = JobSettings(
@@ -52,15 +56,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"job folder: {export_job(settings, args.export_to)}")
         return 0
     started = time.monotonic()
-    print(f"gradinv demo: {len(images_per_site)} hospitals holding {images_per_site} images, {args.rounds} FedAvg rounds; "
-          f"every update is inverted on the server before aggregation")
+    print(f"gradinv demo: {len(images_per_site)} hospitals holding {images_per_site} images, {args.rounds} FedAvg "
+          f"rounds; every update is inverted on the server before aggregation")
     run_dir = simulate(settings, args.workspace)
-    gradinv_dir = run_dir / "gradinv"
+    gradinv_dir = run_dir / GRADINV_SUBDIR
     print(f"\ngradinv demo finished in {time.monotonic() - started:.0f} s")
     print(f"  run dir:     {run_dir}")
-    print(f"  metrics:     {gradinv_dir / 'metrics.csv'}")
+    print(f"  metrics:     {gradinv_dir / METRICS_CSV}")
     print(f"  report:      {gradinv_dir / 'report.html'}")
-    _print_summary(gradinv_dir / "metrics.csv")
+    _print_summary(gradinv_dir / METRICS_CSV)
     return 0
 
 

@@ -1,4 +1,6 @@
-"""``gradinv bench-case``: time one attack iteration of one client configuration, and what it compares with.
+"""The attack-speed benchmark harness: time one attack iteration of one client configuration, and what it compares with.
+
+Run by ``gradinv bench-case`` (one case) and ``bench/attack_speed.py`` (the default cases, with the targets).
 
 Four things are timed on the same client (model, resolution, N images, batch size, epochs), interleaved in
 one process (the order rotates every repetition; ``warmup`` untimed repetitions first, then the median of
@@ -16,8 +18,8 @@ one process (the order rotates every repetition; ``warmup`` untimed repetitions 
   how far its loss and gradient are from the eager step's (float32; accepted up to ``CHECK_RTOL``).
 * ``training``: one local-training pass of the same client, :meth:`TrainingRecipe.train` on the real
   ``nn.Module`` with ``torch.optim.SGD`` (all local steps of one round).
-* ``reference``: the *same math* written the way the released reference code is structured
-  (``shared/reference/attack.md`` §4 "Cost of the reference loop", §8 "naive-diff"): every iteration deep-copies
+* ``reference``: the *same math* written the way the paper's released attack code structures its loop: every
+  iteration deep-copies
   the model and loads the global state, builds a ``torch.optim.SGD`` (its hyper-parameters drive the update),
   swaps the parameters into the module with ``setattr`` for each differentiable local step, and takes the BN
   statistics from a SEPARATE forward of a second model copy with forward hooks registered anew every
@@ -34,67 +36,18 @@ default cases and checks the targets.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
-import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import nn
+
 METHODS = ("compiled", "eager", "reference", "training")
-
-
-# --- the parser -------------------------------------------------------------------------------------------
-def add_case_arguments(parser: argparse.ArgumentParser, *, single: bool = True) -> None:
-    """Options shared by ``gradinv bench-case`` and ``bench/attack_speed.py``."""
-    parser.add_argument("--model", default="bn_cnn", help="architecture (default bn_cnn)")
-    parser.add_argument("--resolution", type=int, default=64, help="image side in px (default 64)")
-    if single:
-        parser.add_argument("--num-images", type=int, default=1, metavar="N", help="client images (default 1)")
-        parser.add_argument("--batch-size", type=int, default=None, metavar="B", help="local batch size (default N)")
-    parser.add_argument("--epochs", type=int, default=1, help="local epochs (default 1)")
-    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per method; the median is reported (default 7)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
-    parser.add_argument("--inner", type=int, default=10, help="calls per timed sample, averaged (default 10)")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, or auto (CUDA if available)")
-    parser.add_argument("--keep-denormals", action="store_true",
-                        help="do not flush denormals to zero (by default they are flushed for every method: on CPU, "
-                             "oneDNN's stride-2 conv backward of the client's N=1 training step can run ~40x slower on "
-                             "denormals, which would flatter the iteration/training ratio)")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``gradinv bench-case`` to the ``gradinv`` parser."""
-    parser = subparsers.add_parser(
-        "bench-case",
-        help="time one attack iteration vs. a local-training pass and a reference-style loop (one configuration)",
-        description=("Time one gradinv attack iteration against one local-training pass of the same client and "
-                     "against a reference-style loop with the same math (interleaved, median of --reps after "
-                     "--warmup). Prints a table and, as the last line, a JSON object. "
-                     "bench/attack_speed.py runs the default cases."),
-    )
-    add_case_arguments(parser)
-    parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler's top operators of the eager and the compiled iteration")
-    parser.set_defaults(func=_bench_case_command)
-
-
-def _bench_case_command(args: argparse.Namespace) -> int:
-    case = CaseSpec(args.model, args.resolution, args.num_images, args.batch_size or args.num_images, args.epochs)
-    result = run_case(case, reps=args.reps, warmup=args.warmup, inner=args.inner, threads=args.threads,
-                      device=args.device, seed=args.seed, flush_denormal=not args.keep_denormals)
-    print(format_table([result]))
-    if args.profile:
-        print(profile_case(case, threads=args.threads, device=args.device, seed=args.seed,
-                           flush_denormal=not args.keep_denormals))
-    print(json.dumps(result))
-    return 0
 
 
 # --- one case ----------------------------------------------------------------------------------------------
@@ -127,15 +80,15 @@ class _Setup:
     """A real client's update for the case, and the three timed callables."""
 
     def __init__(self, case: CaseSpec, device, seed: int):
-        import torch
-
         from gradinv.attack import get_preset
-        from gradinv.attack.inputs import validate_attack_inputs
         from gradinv.attack.compiled import AttackStep
-        from gradinv.attack.invert import InversionObjective, _targets
+        from gradinv.attack.inputs import validate_attack_inputs
+        from gradinv.attack.invert import InversionObjective
+        from gradinv.attack.invert import _targets as label_targets  # TODO(lead): public label_targets in invert.py
         from gradinv.errors import GradinvError
         from gradinv.models import build_model
         from gradinv.recipe import TrainingRecipe
+        from gradinv.simulation import simulate_client
 
         self.device = device
         generator = torch.Generator().manual_seed(seed)
@@ -148,26 +101,23 @@ class _Setup:
                 model = build_model(case.model, num_classes=2, resolution=case.resolution)
             except ValueError as exc:
                 raise GradinvError(f"--resolution {case.resolution} is not valid for {case.model!r}: {exc}") from exc
-        if getattr(model, "resolution", None) is None:
-            model.resolution = case.resolution
-        if getattr(model, "in_channels", None) is None:
-            model.in_channels = 1
         self.model = model.to(device)
-        self.global_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self.client = copy.deepcopy(self.model)
-        self.recipe.train(self.client, self.images, self.labels)
-        diff = {k: self.client.state_dict()[k] - self.global_state[k] for k in self.global_state}
-        self.inputs = validate_attack_inputs(self.model, self.global_state, diff, self.recipe, case.num_images)
+        update = simulate_client(self.model, self.images, self.labels, self.recipe)
+        self.global_state = update.global_state
+        self.client = copy.deepcopy(self.model)  # what the timed training passes train, reset before each sample
+        self.inputs = validate_attack_inputs(self.model, update.global_state, update.diff, self.recipe,
+                                             case.num_images)
         self.config = get_preset("fast")
         self.objective = InversionObjective(self.model, self.inputs, self.config, device)
         self.reference = ReferenceStyleLoss(self.model, self.inputs, self.config, device)
 
-        prior = torch.full((1, case.resolution, case.resolution), 0.5)
-        init = (prior.unsqueeze(0) + 0.02 * torch.randn(case.num_images, 1, case.resolution, case.resolution,
+        prior = torch.full(model.input_shape, 0.5)
+        init = (prior.unsqueeze(0) + 0.02 * torch.randn(case.num_images, *model.input_shape,
                                                         generator=generator)).clamp(0, 1)
         logits = torch.rand(case.num_images, 2, generator=generator)
+
         def targets(label_logits):
-            return _targets(label_logits, self.recipe)
+            return label_targets(label_logits, self.recipe)
 
         steps = {"compiled": AttackStep(self.objective, targets, differentiate_labels=True, compile=True),
                  "eager": AttackStep(self.objective, targets, differentiate_labels=True, compile=False),
@@ -193,7 +143,6 @@ def real_images(count: int, resolution: int):
     """``count`` real grayscale images (N, 1, R, R) in [0, 1]: scikit-image pictures, centre-cropped and resized
     the way gradinv loads user images."""
     import numpy as np
-    import torch
     from skimage import data
 
     from gradinv.data.images import centre_square, resize_square
@@ -212,8 +161,6 @@ class _AttackLoop:
     """The body of :func:`gradinv.attack.invert`'s loop, with the step (objective + gradient) swappable."""
 
     def __init__(self, attack_step, config, init, label_logits, seed: int):
-        import torch
-
         self.attack_step, self.config = attack_step, config
         self.images = init.clone().requires_grad_(True)
         self.label_logits = label_logits.clone().requires_grad_(True)
@@ -224,9 +171,7 @@ class _AttackLoop:
         self.iteration = 0
 
     def step(self) -> None:
-        import torch
-
-        from gradinv.attack.invert import learning_rate
+        from gradinv.attack.schedule import learning_rate
 
         config = self.config
         lr = learning_rate(self.iteration, 1000, config.lr, config.warmup)
@@ -269,8 +214,6 @@ class ReferenceStyleLoss:
     :class:`~gradinv.attack.invert.InversionObjective`."""
 
     def __init__(self, model, inputs, config, device):
-        from torch import nn
-
         self.model, self.inputs, self.config, self.device = model, inputs, config, device
         self.recipe = inputs.recipe
         self.global_state = {k: v.to(device) for k, v in inputs.global_state.items()}
@@ -285,8 +228,6 @@ class ReferenceStyleLoss:
                                          for s in ("running_mean", "running_var")) for layer in self.bn_layers}
 
     def __call__(self, images, targets, bn_weight=None):
-        import torch
-
         from gradinv.attack.losses import cosine_distance, image_l2, total_variation_l2
         from gradinv.attack.replay import replay_running_stats
 
@@ -397,27 +338,26 @@ def compiled_check(setup: _Setup) -> dict[str, float]:
 
 
 def _synchronize(device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10, threads: int = 2,
-             device: str = "cpu", seed: int = 0, flush_denormal: bool = True) -> dict[str, Any]:
-    """Time the four methods of one case, interleaved; returns a JSON-serialisable dict (times in ms)."""
+             device: str | torch.device = "cpu", seed: int = 0, flush_denormal: bool = True) -> dict[str, Any]:
+    """Time the four methods of one case, interleaved; returns a JSON-serialisable dict (times in ms).
+
+    ``device`` is resolved by :func:`gradinv.attack.resolve_device`; front-ends check a user's ``--device`` first
+    (:func:`gradinv.cli.common.parse_device`)."""
     import os
 
-    import torch
-
-    from gradinv.attack.cli import parse_device
+    from gradinv.attack import resolve_device
     from gradinv.attack.compiled import CHECK_RTOL
 
     _validate(case, reps, warmup, inner, threads)
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
     load_before = os.getloadavg()[0]
-    resolved = parse_device(device)
+    resolved = resolve_device(device)
     setup = _Setup(case, resolved, seed)
     compile_seconds = compile_step(setup)  # before the warm-up, untimed
     mismatch = same_math_check(setup)
@@ -465,18 +405,17 @@ def run_case(case: CaseSpec, *, reps: int = 7, warmup: int = 2, inner: int = 10,
     }
 
 
-def profile_case(case: CaseSpec, *, threads: int = 2, device: str = "cpu", seed: int = 0, iterations: int = 30,
-                 rows: int = 25, flush_denormal: bool = True) -> str:
+def profile_case(case: CaseSpec, *, threads: int = 2, device: str | torch.device = "cpu", seed: int = 0,
+                 iterations: int = 30, rows: int = 25, flush_denormal: bool = True) -> str:
     """torch.profiler's operator tables (self CPU time) of ``iterations`` eager and compiled gradinv iterations,
     after 5 warm-ups (the compiled step is compiled first)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from gradinv.attack.cli import parse_device
+    from gradinv.attack import resolve_device
 
     torch.set_num_threads(threads)
     torch.set_flush_denormal(flush_denormal)
-    resolved = parse_device(device)
+    resolved = resolve_device(device)
     setup = _Setup(case, resolved, seed)
     compile_step(setup)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if resolved.type == "cuda" else [])
@@ -527,11 +466,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
         )
     for r in results:
         if r["compile_fallback"]:
-            lines.append(f"NOTE: {r['num_images']} images: the compiled step fell back to eager: {r['compile_fallback'][:300]}")
+            lines.append(f"NOTE: {r['num_images']} images: the compiled step fell back to eager: "
+                         f"{r['compile_fallback'][:300]}")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    from gradinv.cli import main
-
-    sys.exit(main(["bench-case", *sys.argv[1:]]))
