@@ -9,15 +9,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import nvflare.client as flare
 import torch
+from model import HospitalNet
+from nvflare.app_common.abstract.fl_model import FLModel
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-import nvflare.client as flare
-from nvflare.app_common.abstract.fl_model import FLModel
-
 from gradinv.fl import training_meta
-from model import HospitalNet
 
 SIZE = 64
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

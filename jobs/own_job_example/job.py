@@ -11,11 +11,11 @@ The server line attacks the job's own model (HospitalNet, taken from the job) wi
 import argparse
 from pathlib import Path
 
+from model import HospitalNet
 from nvflare.app_opt.pt.recipes import FedAvgRecipe
 from nvflare.recipe import SimEnv
 
 from gradinv.fl import GradInversionAggregatorFilter
-from model import HospitalNet
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,7 +30,8 @@ def build_recipe(data: Path, num_rounds: int = 1) -> FedAvgRecipe:
         train_script=str(HERE / "client.py"),
         train_args=f"--data {data}",
     )
-    recipe.add_server_input_filter(GradInversionAggregatorFilter(audit_datalists=str(data / "datalists")), tasks=["train"])  # gradinv
+    truth = str(data / "datalists")  # the sites' images, so that the audit can score its reconstructions
+    recipe.add_server_input_filter(GradInversionAggregatorFilter(audit_datalists=truth), tasks=["train"])  # gradinv
     return recipe
 
 
@@ -47,4 +48,6 @@ if __name__ == "__main__":
         recipe.export(args.job_dir)
     else:
         sites = sorted(path.stem for path in (data / "datalists").glob("*.json"))
-        recipe.execute(SimEnv(clients=sites, num_threads=len(sites), workspace_root=str(Path(args.workspace).resolve())))
+        recipe.execute(
+            SimEnv(clients=sites, num_threads=len(sites), workspace_root=str(Path(args.workspace).resolve()))
+        )

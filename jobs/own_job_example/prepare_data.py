@@ -19,7 +19,9 @@ SIZE = 64  # the files are at the size the clients train at
 
 
 def crops(picture: np.ndarray, count: int, seed: int) -> list[np.ndarray]:
-    """``count`` square crops, a third of the picture's side, from the middle region of ``picture`` (fixed seed: the same files every time)."""
+    """``count`` square crops, a third of the picture's side, from the middle region of ``picture``.
+
+    The seed is fixed: the same files every time."""
     rng = np.random.default_rng(seed)
     height, width = picture.shape[:2]
     side = min(height, width) // 3

@@ -15,7 +15,7 @@ from gradinv.attack.compiled import (
     step_difference,
 )
 from gradinv.attack.inputs import validate_attack_inputs
-from gradinv.attack.invert import InversionObjective, _targets
+from gradinv.attack.objective import InversionObjective, label_targets
 from gradinv.attack.presets import AttackConfig
 from gradinv.errors import AttackInputError
 from gradinv.models import BNConvNet
@@ -37,7 +37,9 @@ def _objective(natural_images, client_update, num_images, resolution, recipe, co
 
 
 def _step(objective, recipe, compile):
-    return AttackStep(objective, lambda logits: _targets(logits, recipe), differentiate_labels=True, compile=compile)
+    return AttackStep(
+        objective, lambda logits: label_targets(logits, recipe), differentiate_labels=True, compile=compile
+    )
 
 
 def _relative(a, b):
@@ -73,7 +75,8 @@ def test_functional_replay_gradient_equals_autograd_replay(natural_images, clien
     step = _step(objective, recipe, compile=False)
     eager = step.eager(images, label_logits)
     gradients, (loss, terms) = torch.func.grad_and_value(step._objective_with_terms, argnums=(0, 1), has_aux=True)(
-        images.detach(), label_logits.detach())
+        images.detach(), label_logits.detach()
+    )
     assert set(terms) == {"update_cosine", "update_l2", "bn"}
     assert step_difference((loss, terms, gradients), eager) < 1e-5
     assert _relative(gradients[1], eager[2][1]) < 1e-4  # labels matter with several steps
@@ -118,7 +121,7 @@ def test_attack_with_a_failing_compiler_still_runs(natural_images, client_update
 def test_make_attack_step_follows_the_config(natural_images, client_update):
     recipe = TrainingRecipe(batch_size=1)
     _, _, objective, _, _ = _objective(natural_images, client_update, 1, 16, recipe, AttackConfig())
-    targets = lambda logits: _targets(logits, recipe)  # noqa: E731
+    targets = lambda logits: label_targets(logits, recipe)  # noqa: E731
     assert make_attack_step(objective, get_preset("fast"), 1000, targets, True).mode == "eager"
     assert make_attack_step(objective, get_preset("fast", {"compile": "on"}), 1000, targets, True).mode == "compiled"
 
@@ -166,8 +169,10 @@ def test_compiled_step_takes_the_bn_weight_as_an_input(natural_images, client_up
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("recipe", "bn_mode"),
-    [(TrainingRecipe(lr=0.05, batch_size=2, epochs=2, momentum=0.9, weight_decay=1e-3, seed=4), "exact"),
-     (TrainingRecipe(lr=0.05, batch_size=2, epochs=2, loss="bce", bn_momentum=0.3), "single_step")],
+    [
+        (TrainingRecipe(lr=0.05, batch_size=2, epochs=2, momentum=0.9, weight_decay=1e-3, seed=4), "exact"),
+        (TrainingRecipe(lr=0.05, batch_size=2, epochs=2, loss="bce", bn_momentum=0.3), "single_step"),
+    ],
     ids=["multistep-momentum-ce", "multistep-bce-single-step-bn"],
 )
 def test_compiled_step_equals_eager_multistep(natural_images, client_update, recipe, bn_mode):

@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from gradinv.attack import get_preset
 from gradinv.attack.compiled import CHECK_RTOL, AttackStep, step_difference
 from gradinv.attack.inputs import validate_attack_inputs
-from gradinv.attack.invert import InversionObjective, _targets
 from gradinv.attack.labels import estimate_label_counts
+from gradinv.attack.objective import InversionObjective, label_targets
 from gradinv.attack.replay import FunctionalReplay, replay_running_stats
 from gradinv.errors import AttackInputError
 from gradinv.models import build_model
@@ -37,11 +37,18 @@ def global_model():
 def _torch_optimizer(recipe: TrainingRecipe, model: torch.nn.Module) -> torch.optim.Optimizer:
     """The optimiser a user writes by hand (not through the recipe), so that the test checks torch itself."""
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, dampening=recipe.dampening,
-                               nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=recipe.lr,
+            momentum=recipe.momentum,
+            dampening=recipe.dampening,
+            nesterov=recipe.nesterov,
+            weight_decay=recipe.weight_decay,
+        )
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
-    return optimizer_class(model.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                           weight_decay=recipe.weight_decay)
+    return optimizer_class(
+        model.parameters(), lr=recipe.lr, betas=recipe.betas, eps=recipe.eps, weight_decay=recipe.weight_decay
+    )
 
 
 def _train_with_loader(model: torch.nn.Module, recipe: TrainingRecipe, loader: DataLoader) -> tuple[dict, list]:
@@ -58,8 +65,9 @@ def _train_with_loader(model: torch.nn.Module, recipe: TrainingRecipe, loader: D
     return client.state_dict(), seen
 
 
-def _train_in_recipe_order(model: torch.nn.Module, recipe: TrainingRecipe, images: torch.Tensor,
-                           labels: torch.Tensor) -> dict:
+def _train_in_recipe_order(
+    model: torch.nn.Module, recipe: TrainingRecipe, images: torch.Tensor, labels: torch.Tensor
+) -> dict:
     client = copy.deepcopy(model).train()
     optimizer = _torch_optimizer(recipe, client)
     for batch in recipe.batches(len(images), round_num=2):
@@ -84,8 +92,12 @@ def _assert_replay_matches(model, recipe, client_state, images, labels, round_nu
     observed = torch.cat([(client_state[n] - global_state[n]).flatten() for n in replay.param_names])
     assert _relative(moved, observed) < tolerance
     for layer in replay.bn_layer_names:
-        mean, var = replay_running_stats(global_state[f"{layer}.running_mean"], global_state[f"{layer}.running_var"],
-                                         result.batch_stats[layer], recipe.bn_momentum)
+        mean, var = replay_running_stats(
+            global_state[f"{layer}.running_mean"],
+            global_state[f"{layer}.running_var"],
+            result.batch_stats[layer],
+            recipe.bn_momentum,
+        )
         assert _relative(mean, client_state[f"{layer}.running_mean"]) < tolerance, layer
         assert _relative(var, client_state[f"{layer}.running_var"]) < tolerance, layer
         steps = client_state[f"{layer}.num_batches_tracked"] - global_state[f"{layer}.num_batches_tracked"]
@@ -120,7 +132,9 @@ def test_replay_gradient_wrt_images_is_finite(global_model, images, recipe):
     if recipe.optimizer != "sgd":  # Adam's second moment is exactly 0 somewhere: sqrt's slope there must not leak
         _, grads = _first_step_gradients(replay, params, surrogate, LABELS[:4])
         assert any(bool((g == 0).any()) for g in grads)
-    probe = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=v.dtype) for k, v in params.items()}
+    probe = {
+        k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1), dtype=v.dtype) for k, v in params.items()
+    }
     update = sum(((result.params[k] - params[k]) * probe[k]).sum() for k in params)
     (gradient,) = torch.autograd.grad(update, surrogate)
     assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0
@@ -218,9 +232,11 @@ def test_optimizer_state_carried_over_rounds():
 
 def test_make_optimizer_matches_the_recipe():
     model = torch.nn.Linear(2, 2)
-    for recipe, torch_class in [(OPTIMIZER_RECIPES["sgd-nesterov-wd"], torch.optim.SGD),
-                                (OPTIMIZER_RECIPES["adam-wd"], torch.optim.Adam),
-                                (OPTIMIZER_RECIPES["adamw-wd"], torch.optim.AdamW)]:
+    for recipe, torch_class in [
+        (OPTIMIZER_RECIPES["sgd-nesterov-wd"], torch.optim.SGD),
+        (OPTIMIZER_RECIPES["adam-wd"], torch.optim.Adam),
+        (OPTIMIZER_RECIPES["adamw-wd"], torch.optim.AdamW),
+    ]:
         optimizer = recipe.make_optimizer(model)
         group = optimizer.param_groups[0]
         assert type(optimizer) is torch_class
@@ -235,8 +251,17 @@ def test_meta_round_trip_through_json():
     for recipe in [*OPTIMIZER_RECIPES.values(), TrainingRecipe(seed=None, drop_last=True, fresh_optimizer=False)]:
         meta = json.loads(json.dumps(recipe.to_meta()))
         assert TrainingRecipe.from_meta(meta) == recipe
-    old_client = {"lr": 0.01, "momentum": 0.0, "weight_decay": 0.0, "epochs": 1, "batch_size": None, "shuffle": True,
-                  "seed": 0, "loss": "cross_entropy", "bn_momentum": 0.1}
+    old_client = {
+        "lr": 0.01,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "epochs": 1,
+        "batch_size": None,
+        "shuffle": True,
+        "seed": 0,
+        "loss": "cross_entropy",
+        "bn_momentum": 0.1,
+    }
     assert TrainingRecipe.from_meta(old_client) == TrainingRecipe()
     assert TrainingRecipe.from_meta({"optimizer": "adam", "amsgrad": False}) == TrainingRecipe(optimizer="adam")
     with pytest.raises(AttackInputError, match="amsgrad=True is not supported"):
@@ -275,11 +300,15 @@ def test_label_counts_only_where_the_formula_holds(global_model):
     mean_probabilities = torch.full((2,), 0.5)
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     diff = {k: torch.zeros_like(v) for k, v in global_state.items()}
-    for recipe, identifiable in [(TrainingRecipe(), True), (TrainingRecipe(momentum=0.9, nesterov=True), True),
-                                 (TrainingRecipe(momentum=0.9, batch_size=2), False),
-                                 (TrainingRecipe(optimizer="adam"), False), (TrainingRecipe(optimizer="adamw"), False),
-                                 (TrainingRecipe(batch_size=3, drop_last=True), False),
-                                 (TrainingRecipe(batch_size=2, seed=None), True)]:
+    for recipe, identifiable in [
+        (TrainingRecipe(), True),
+        (TrainingRecipe(momentum=0.9, nesterov=True), True),
+        (TrainingRecipe(momentum=0.9, batch_size=2), False),
+        (TrainingRecipe(optimizer="adam"), False),
+        (TrainingRecipe(optimizer="adamw"), False),
+        (TrainingRecipe(batch_size=3, drop_last=True), False),
+        (TrainingRecipe(batch_size=2, seed=None), True),
+    ]:
         for name in diff:
             if name.endswith("num_batches_tracked"):
                 diff[name] = torch.tensor(recipe.num_steps(4))
@@ -312,7 +341,9 @@ def _attack_step(global_model, recipe, images, compile):
     generator = torch.Generator().manual_seed(1)
     start = (images[:4] + 0.2 * torch.randn(images[:4].shape, generator=generator)).clamp(0, 1).requires_grad_(True)
     label_logits = torch.rand(4, 2, generator=generator).requires_grad_(True)
-    step = AttackStep(objective, lambda logits: _targets(logits, recipe), differentiate_labels=True, compile=compile)
+    step = AttackStep(
+        objective, lambda logits: label_targets(logits, recipe), differentiate_labels=True, compile=compile
+    )
     return step, start, label_logits
 
 
@@ -322,7 +353,8 @@ def test_functional_replay_gradient_equals_autograd_replay_for_adam(global_model
     step, start, label_logits = _attack_step(global_model, recipe, images, compile=False)
     eager = step.eager(start, label_logits)
     gradients, (loss, terms) = torch.func.grad_and_value(step._objective_with_terms, argnums=(0, 1), has_aux=True)(
-        start.detach(), label_logits.detach())
+        start.detach(), label_logits.detach()
+    )
     assert all(torch.isfinite(g).all() for g in (*gradients, *eager[2]))
     assert step_difference((loss, terms, gradients), eager) < 1e-5
 

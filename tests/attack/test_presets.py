@@ -6,10 +6,16 @@ from torch import nn
 
 from gradinv.attack import get_preset
 from gradinv.attack.inputs import validate_attack_inputs
-from gradinv.attack.invert import InversionObjective
 from gradinv.attack.losses import mean_cosine_distance
-from gradinv.attack.presets import (PRESETS, SECONDS_PER_ITERATION_CPU, expected_seconds, head_kind,
-                                    preset_for_model, registry_name)
+from gradinv.attack.objective import InversionObjective
+from gradinv.attack.presets import (
+    PRESETS,
+    SECONDS_PER_ITERATION_CPU,
+    expected_seconds,
+    head_kind,
+    preset_for_model,
+    registry_name,
+)
 from gradinv.errors import AttackInputError
 from gradinv.models import BNConvNet
 from gradinv.recipe import TrainingRecipe

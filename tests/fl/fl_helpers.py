@@ -13,7 +13,7 @@ from nvflare.apis.workspace import Workspace
 from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
-from gradinv.fl.auditor import META_MODEL, META_NUM_IMAGES, META_RECIPE
+from gradinv.fl.meta import META_MODEL, META_NUM_IMAGES, META_RECIPE
 from gradinv.models import build_model
 from gradinv.recipe import TrainingRecipe
 from gradinv.simulation import simulate_client

@@ -16,7 +16,7 @@ from nvflare.apis.fl_constant import ReturnCode
 from nvflare.apis.shareable import Shareable, make_reply
 
 from gradinv.fl import GradInversionAggregatorFilter
-from gradinv.fl.auditor import META_NUM_IMAGES, META_RECIPE
+from gradinv.fl.meta import META_NUM_IMAGES, META_RECIPE
 
 from .fl_helpers import (
     RESOLUTION,
@@ -32,7 +32,7 @@ from .fl_helpers import (
 
 
 def make_filter(**overrides):
-    settings = dict(resolution=RESOLUTION, attack_overrides={"iterations": 5}, prior="none", report=False,
+    settings = dict(model="bn_cnn", input_shape=(1, RESOLUTION, RESOLUTION), attack_overrides={"iterations": 5}, prior="none", report=False,
                     progress=False)
     settings.update(overrides)
     return GradInversionAggregatorFilter(**settings)
@@ -110,8 +110,10 @@ BAD_UPDATES = {
     "extra key": (lambda d, m: d.__setitem__("evil.weight", np.zeros(3)), "unexpected 1 keys [evil.weight]"),
     "shape": (lambda d, m: d.__setitem__("classifier.bias", np.zeros(5)), "has shape (5,), the model expects (2,)"),
     "meta missing": (lambda d, m: m.clear(), "the update's meta lacks"),
-    "recipe disagrees with steps": (lambda d, m: m[META_RECIPE].__setitem__("epochs", 3),
+    "recipe disagrees with steps": (lambda d, m: (m[META_RECIPE].__setitem__("epochs", 3),
+                                                  m.__setitem__("NUM_STEPS_CURRENT_ROUND", 3)),
                                     "the recipe implies 3 local steps"),
+    "meta disagrees with its step count": (lambda d, m: m[META_RECIPE].__setitem__("epochs", 3), "make 3 step(s)"),
     "bad image count": (lambda d, m: m.__setitem__(META_NUM_IMAGES, 0), "must be a positive integer"),
 }
 

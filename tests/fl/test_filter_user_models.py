@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradinv.fl import GradInversionAggregatorFilter, training_meta
 from gradinv.models import build_model
-from tests.fl.fl_helpers import FakeServerEngine, result_context, send_round
+from .fl_helpers import FakeServerEngine, result_context, send_round
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
@@ -58,7 +58,7 @@ def rows(out_dir):
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("name, resolution", [("resnet18_monai", 32), ("densenet121", 32), ("resnet18", 64)])
+@pytest.mark.parametrize("name, resolution", [("resnet18_monai", 32), ("densenet121", 64), ("resnet18", 64)])
 def test_registry_networks_are_attacked_without_error(tmp_path, name, resolution):
     torch.manual_seed(0)
     model = build_model(name, resolution=resolution)

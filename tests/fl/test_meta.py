@@ -33,8 +33,9 @@ def rgb_loader():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 16, 16, generator=generator)
     labels = torch.tensor([0, 1, 0, 1, 1, 0])
-    return DataLoader(TensorDataset(images, labels), batch_size=4, shuffle=True,
-                      generator=torch.Generator().manual_seed(1))
+    return DataLoader(
+        TensorDataset(images, labels), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(1)
+    )
 
 
 def _model():
@@ -49,9 +50,20 @@ def test_sgd_client_meta_is_plain_json_and_reads_back(rgb_loader):
     assert not any(isinstance(v, torch.Tensor) for v in meta[META_RECIPE].values())
     knowledge = read_client_meta(meta)
     recipe = knowledge.recipe
-    assert (recipe.optimizer, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay) == ("sgd", 0.01, 0.9,
-                                                                                                    True, 1e-4)
-    assert (recipe.batch_size, recipe.epochs, recipe.shuffle, recipe.seed, recipe.drop_last) == (4, 2, True, None, False)
+    assert (recipe.optimizer, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay) == (
+        "sgd",
+        0.01,
+        0.9,
+        True,
+        1e-4,
+    )
+    assert (recipe.batch_size, recipe.epochs, recipe.shuffle, recipe.seed, recipe.drop_last) == (
+        4,
+        2,
+        True,
+        None,
+        False,
+    )
     assert (knowledge.num_images, knowledge.input_shape, knowledge.source) == (6, (3, 16, 16), "meta")
     assert knowledge.normalize == (tuple(NORMALIZE[0]), tuple(NORMALIZE[1]))
     assert knowledge.replay == "approximate"  # shuffled, undisclosed order, two epochs of two batches
@@ -60,10 +72,12 @@ def test_sgd_client_meta_is_plain_json_and_reads_back(rgb_loader):
 
 @pytest.mark.parametrize(
     ("make", "kind"),
-    [(lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01), "adam"),
-     (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), "adamw"),
-     (lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=0.05, decoupled_weight_decay=True), "adamw"),
-     (lambda p: torch.optim.Adam(p, lr=torch.tensor(1e-3)), "adam")],
+    [
+        (lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.01), "adam"),
+        (lambda p: torch.optim.AdamW(p, lr=1e-3, weight_decay=0.05), "adamw"),
+        (lambda p: torch.optim.Adam(p, lr=1e-3, weight_decay=0.05, decoupled_weight_decay=True), "adamw"),
+        (lambda p: torch.optim.Adam(p, lr=torch.tensor(1e-3)), "adam"),
+    ],
     ids=["adam", "adamw", "adam-decoupled", "tensor-lr"],
 )
 def test_adam_family_is_read_from_the_optimizer(rgb_loader, make, kind):
@@ -72,7 +86,11 @@ def test_adam_family_is_read_from_the_optimizer(rgb_loader, make, kind):
     group = optimizer.param_groups[0]
     assert recipe.optimizer == kind
     assert (recipe.lr, *recipe.betas, recipe.eps, recipe.weight_decay) == (
-        float(group["lr"]), *group["betas"], group["eps"], group["weight_decay"])
+        float(group["lr"]),
+        *group["betas"],
+        group["eps"],
+        group["weight_decay"],
+    )
 
 
 def test_loader_order_and_drop_last(rgb_loader):
@@ -89,8 +107,12 @@ def test_user_training_replays_from_its_meta(rgb_loader):
     model = _model()
     client = copy.deepcopy(model).train()
     optimizer = torch.optim.Adam(client.parameters(), lr=1e-3, weight_decay=1e-3)
-    indexed = DataLoader(TensorDataset(*rgb_loader.dataset.tensors, torch.arange(6)), batch_size=4, shuffle=True,
-                         generator=torch.Generator().manual_seed(3))
+    indexed = DataLoader(
+        TensorDataset(*rgb_loader.dataset.tensors, torch.arange(6)),
+        batch_size=4,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(3),
+    )
     order = []
     for images, labels, indices in indexed:
         optimizer.zero_grad()
@@ -178,8 +200,9 @@ def test_training_meta_refuses_what_cannot_be_replayed(rgb_loader, case, message
     elif case == "maximize":
         optimizer = torch.optim.SGD(parameters, lr=0.1, maximize=True)
     elif case == "param_groups":
-        optimizer = torch.optim.SGD([{"params": parameters[:2], "weight_decay": 0.0}, {"params": parameters[2:]}],
-                                    lr=0.1, weight_decay=1e-4)
+        optimizer = torch.optim.SGD(
+            [{"params": parameters[:2], "weight_decay": 0.0}, {"params": parameters[2:]}], lr=0.1, weight_decay=1e-4
+        )
     elif case == "weighted_sampler":
         loader = DataLoader(dataset, batch_size=2, sampler=WeightedRandomSampler([1.0] * 6, 6))
     elif case == "batch_sampler":
@@ -234,7 +257,10 @@ def test_gradinv_client_meta_is_still_accepted():
         ({META_RECIPE: {}, META_NUM_IMAGES: 4, META_INPUT_SHAPE: "[3, 16]"}, "must be \\[C, H, W\\]"),
         ({META_RECIPE: {}, META_NUM_IMAGES: 4, META_NORMALIZE: [[0.5], [-1.0]]}, "std must be > 0"),
         ({META_RECIPE: {}, META_NUM_IMAGES: 4, META_NORMALIZE: [0.5, 0.2]}, "must be \\(mean, std\\)"),
-        ({META_RECIPE: {"batch_size": 2}, META_NUM_IMAGES: 4, META_NUM_STEPS: 3}, "NUM_STEPS_CURRENT_ROUND=3 .* 2 step"),
+        (
+            {META_RECIPE: {"batch_size": 2}, META_NUM_IMAGES: 4, META_NUM_STEPS: 3},
+            "NUM_STEPS_CURRENT_ROUND=3 .* 2 step",
+        ),
     ],
 )
 def test_malformed_meta(meta, message):
@@ -244,8 +270,16 @@ def test_malformed_meta(meta, message):
 
 
 # --- the server-side declaration -------------------------------------------------------------------------------
-DECLARED = {"optimizer": "SGD", "lr": 0.01, "momentum": 0.9, "batch_size": 8, "epochs": 1,
-            "num_images": {"site-1": 4, "site-2": 16}, "input_shape": [3, 64, 64], "normalize": list(NORMALIZE)}
+DECLARED = {
+    "optimizer": "SGD",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "batch_size": 8,
+    "epochs": 1,
+    "num_images": {"site-1": 4, "site-2": 16},
+    "input_shape": [3, 64, 64],
+    "normalize": list(NORMALIZE),
+}
 
 
 def test_declaration_resolves_per_site():

@@ -2,7 +2,7 @@
 
 :func:`gradinv.attack.invert` asks an :class:`AttackStep` for the objective of the current images and label
 logits and its gradient w.r.t. them; Adam, the lr schedule, Langevin noise, clamping and best-iterate
-bookkeeping stay in the loop. Both ways compute the same :class:`~gradinv.attack.invert.InversionObjective`
+bookkeeping stay in the loop. Both ways compute the same :class:`~gradinv.attack.objective.InversionObjective`
 (same replay, same recipe, same loss terms, one definition of each):
 
 * eager: ``InversionObjective`` (``torch.autograd.grad(create_graph=True)`` per local step), then
@@ -40,7 +40,7 @@ import torch
 from gradinv.attack.presets import AttackConfig
 
 if TYPE_CHECKING:  # invert.py imports this module; the objective is only a type here
-    from gradinv.attack.invert import InversionObjective
+    from gradinv.attack.objective import InversionObjective
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ def should_compile(config: AttackConfig, total_iterations: int) -> bool:
 
 def step_difference(a: StepOutput, b: StepOutput) -> float:
     """Max of the relative differences of the loss and of the concatenated gradient between two steps."""
+
     def relative(x: torch.Tensor, y: torch.Tensor) -> float:
         x, y = x.detach().double(), y.detach().double()
         return float((x - y).norm() / y.norm()) if y.norm() > 0 else float((x - y).norm())
@@ -98,8 +99,13 @@ class AttackStep:
         compile: build the compiled step (first call compiles); ``False`` is the eager step.
     """
 
-    def __init__(self, objective: InversionObjective, targets_fn: Callable[[torch.Tensor], torch.Tensor],
-                 differentiate_labels: bool, compile: bool):
+    def __init__(
+        self,
+        objective: InversionObjective,
+        targets_fn: Callable[[torch.Tensor], torch.Tensor],
+        differentiate_labels: bool,
+        compile: bool,
+    ):
         self.objective = objective
         self.targets_fn = targets_fn
         self.differentiate_labels = differentiate_labels
@@ -109,8 +115,11 @@ class AttackStep:
         """Wall time of the first compiled call (tracing + inductor compile + one run), once it happened."""
         self.fallback_reason: str | None = None
         self._compiled: Callable | None = None
-        unsupported = [cls.__name__ for cls in type(objective.replay.model).__mro__
-                       if cls.__name__ in UNSUPPORTED_MODEL_CLASSES] if compile else []
+        unsupported = (
+            [cls.__name__ for cls in type(objective.replay.model).__mro__ if cls.__name__ in UNSUPPORTED_MODEL_CLASSES]
+            if compile
+            else []
+        )
         if unsupported:
             self.fallback_reason = f"{unsupported[0]} models are not compiled (see UNSUPPORTED_MODEL_CLASSES)"
             logger.warning("compiled attack step unavailable, running eagerly: %s", self.fallback_reason)
@@ -122,10 +131,13 @@ class AttackStep:
             self._compiled = torch.compile(grad_fn, fullgraph=True, dynamic=False)
             self.mode = "compiled"
 
-    def _objective_with_terms(self, images: torch.Tensor, label_logits: torch.Tensor,
-                              bn_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _objective_with_terms(
+        self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         objective = self.objective
-        replayed = objective.replay.run(objective.initial_params, images, self.targets_fn(label_logits), functional=True)
+        replayed = objective.replay.run(
+            objective.initial_params, images, self.targets_fn(label_logits), functional=True
+        )
         return objective.loss_from_replay(images, replayed, bn_weight)
 
     def eager(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None = None) -> StepOutput:
@@ -138,8 +150,9 @@ class AttackStep:
     def _run_compiled(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None) -> StepOutput:
         # Outside the graph nothing needs autograd: no_grad makes aot_autograd build an inference graph (the
         # func.grad transforms inside still differentiate), and detached inputs keep the guards stable.
-        weight = torch.tensor(self.objective.config.bn if bn_weight is None else bn_weight, dtype=images.dtype,
-                              device=images.device)
+        weight = torch.tensor(
+            self.objective.config.bn if bn_weight is None else bn_weight, dtype=images.dtype, device=images.device
+        )
         with torch.no_grad():
             gradients, (loss, terms) = self._compiled(images.detach(), label_logits.detach(), weight)
         if not self.differentiate_labels:
@@ -157,7 +170,9 @@ class AttackStep:
                 return self._fall_back(f"{type(exc).__name__}: {exc}", images, label_logits, bn_weight)
         return self._first_compiled_call(images, label_logits, bn_weight)
 
-    def _first_compiled_call(self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None) -> StepOutput:
+    def _first_compiled_call(
+        self, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None
+    ) -> StepOutput:
         logger.info("compiling the attack step (one-off; tens of seconds on a CPU with a cold inductor cache)")
         started = time.monotonic()
         try:
@@ -168,19 +183,37 @@ class AttackStep:
         reference = self.eager(images, label_logits, bn_weight)
         mismatch = step_difference(compiled, reference)
         if not mismatch <= CHECK_RTOL:
-            return self._fall_back(f"the compiled step differs from the eager one by {mismatch:.2e} (relative)",
-                                   images, label_logits, bn_weight, reference)
-        logger.info("attack step compiled in %.1f s (check against eager: %.1e relative)", self.compile_seconds, mismatch)
+            return self._fall_back(
+                f"the compiled step differs from the eager one by {mismatch:.2e} (relative)",
+                images,
+                label_logits,
+                bn_weight,
+                reference,
+            )
+        logger.info(
+            "attack step compiled in %.1f s (check against eager: %.1e relative)", self.compile_seconds, mismatch
+        )
         return compiled
 
-    def _fall_back(self, reason: str, images: torch.Tensor, label_logits: torch.Tensor, bn_weight: float | None,
-                   reference: StepOutput | None = None) -> StepOutput:
+    def _fall_back(
+        self,
+        reason: str,
+        images: torch.Tensor,
+        label_logits: torch.Tensor,
+        bn_weight: float | None,
+        reference: StepOutput | None = None,
+    ) -> StepOutput:
         logger.warning("compiled attack step unavailable, continuing eagerly: %s", reason.splitlines()[0][:500])
         self.mode, self.fallback_reason, self._compiled = "eager", reason, None
         return reference if reference is not None else self.eager(images, label_logits, bn_weight)
 
 
-def make_attack_step(objective: InversionObjective, config: AttackConfig, total_iterations: int,
-                     targets_fn: Callable[[torch.Tensor], torch.Tensor], differentiate_labels: bool) -> AttackStep:
+def make_attack_step(
+    objective: InversionObjective,
+    config: AttackConfig,
+    total_iterations: int,
+    targets_fn: Callable[[torch.Tensor], torch.Tensor],
+    differentiate_labels: bool,
+) -> AttackStep:
     """The step :func:`gradinv.attack.invert` runs: compiled when :func:`should_compile` says so."""
     return AttackStep(objective, targets_fn, differentiate_labels, compile=should_compile(config, total_iterations))

@@ -89,7 +89,8 @@ def validate_attack_inputs(
             if extra:
                 parts.append(f"unexpected {len(extra)} keys {_preview(extra)}")
             raise AttackInputError(
-                f"{role} does not match the {type(model).__name__} architecture: " + "; ".join(parts)
+                f"{role} does not match the {type(model).__name__} architecture: "
+                + "; ".join(parts)
                 + " (is the filter configured with the model the clients train?)"
             )
 
@@ -99,7 +100,9 @@ def validate_attack_inputs(
         for name, shape in expected.items():
             tensor = _to_tensor(name, mapping[name], role)
             if tuple(tensor.shape) != shape:
-                raise AttackInputError(f"{role} entry {name!r} has shape {tuple(tensor.shape)}, the model expects {shape}")
+                raise AttackInputError(
+                    f"{role} entry {name!r} has shape {tuple(tensor.shape)}, the model expects {shape}"
+                )
             converted[name] = tensor
         tensors[role] = converted
 

@@ -17,13 +17,11 @@ from tqdm.auto import tqdm
 from gradinv.attack.compiled import make_attack_step
 from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
-from gradinv.errors import AttackInputError
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
-from gradinv.attack.losses import (cosine_distance, image_l2, l2_sum_distance, mean_cosine_distance,
-                                   total_variation_l2)
+from gradinv.attack.objective import InversionObjective, label_targets
 from gradinv.attack.presets import AttackConfig
-from gradinv.attack.replay import FunctionalReplay, ReplayResult, replay_running_stats
 from gradinv.attack.schedule import learning_rate
+from gradinv.errors import AttackInputError
 from gradinv.recipe import TrainingRecipe
 
 logger = logging.getLogger(__name__)
@@ -82,115 +80,6 @@ class InversionResult:
         }
 
 
-class InversionObjective:
-    """The attacker's loss for one client update, as a function of the surrogate images and targets."""
-
-    def __init__(self, model: nn.Module, inputs: AttackInputs, config: AttackConfig, device: torch.device):
-        self.config = config
-        self.inputs = inputs
-        self.replay = FunctionalReplay(model, inputs.recipe, inputs.num_images, inputs.round_num)
-        self.param_names = self.replay.param_names
-        self.initial_params = {name: inputs.global_state[name].to(device, copy=True).requires_grad_(True) for name in self.param_names}
-        self.observed_update = [inputs.diff[name].to(device) for name in self.param_names]
-        momentum = inputs.recipe.bn_momentum
-        self.bn_momentum = momentum
-        self.bn_initial, self.bn_observed = {}, {}
-        for layer in self.replay.bn_layer_names:
-            initial = tuple(inputs.global_state[f"{layer}.{stat}"].to(device) for stat in ("running_mean", "running_var"))
-            observed = tuple(
-                initial[i] + inputs.diff[f"{layer}.{stat}"].to(device) for i, stat in enumerate(("running_mean", "running_var"))
-            )
-            self.bn_initial[layer], self.bn_observed[layer] = initial, observed
-        if config.bn_mode == "single_step":  # the paper's inversion, exact only for one local step
-            self.bn_single_step_targets = {
-                layer: tuple((observed - (1 - momentum) * initial) / momentum for initial, observed in zip(self.bn_initial[layer], self.bn_observed[layer]))
-                for layer in self.replay.bn_layer_names
-            }
-            self.bn_single_step_scales = {layer: tuple(max(float(target.norm()), 1e-12) for target in targets)
-                                          for layer, targets in self.bn_single_step_targets.items()}
-        moved = sum(((o - i) ** 2).sum() for layer in self.bn_observed for o, i in zip(self.bn_observed[layer], self.bn_initial[layer]))
-        self._bn_scale = float(torch.sqrt(moved)) if self.bn_observed else 0.0
-        # update_layers="mean": tensors whose observed update is zero (e.g. a conv bias cancelled by the BatchNorm after
-        # it) have no direction to match and are left out.
-        self.directed = [index for index, update in enumerate(self.observed_update) if float(update.norm()) > 0]
-        # bn_scale="relative": each layer's error is divided by the size of what its batch statistics put into the
-        # running statistics, (r - (1-m)^K r_global) for K local steps, so that every layer counts alike.
-        decay = (1 - momentum) ** len(self.replay.batches)
-        self.bn_layer_scales = {
-            layer: tuple(max(float((observed - decay * initial).norm()), 1e-12)
-                         for observed, initial in zip(self.bn_observed[layer], self.bn_initial[layer]))
-            for layer in self.bn_observed
-        }
-
-    def __call__(self, images: torch.Tensor, targets: torch.Tensor, bn_weight: float | torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], ReplayResult]:
-        replayed = self.replay.run(self.initial_params, images, targets)
-        total, terms = self.loss_from_replay(images, replayed, bn_weight)
-        return total, terms, replayed
-
-    def loss_from_replay(self, images: torch.Tensor, replayed: ReplayResult, bn_weight: float | torch.Tensor | None = None
-                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted total and its matching terms, given the replay of ``images`` (shared by the compiled step).
-
-        ``bn_weight`` is the BatchNorm term's weight at this iteration (``config.bn`` when None); the compiled
-        step passes it as a tensor, so that a changing weight is a graph input rather than a reason to recompile.
-        """
-        config = self.config
-        bn_weight = config.bn if bn_weight is None else bn_weight
-        simulated_update = [replayed.params[name] - self.initial_params[name] for name in self.param_names]
-        terms: dict[str, torch.Tensor] = {"update_cosine": cosine_distance(simulated_update, self.observed_update)}
-        if config.update_layers == "mean":
-            terms["update_layer_cosine"] = mean_cosine_distance([simulated_update[i] for i in self.directed],
-                                                                [self.observed_update[i] for i in self.directed])
-            total = config.update_cosine * terms["update_layer_cosine"]
-        else:
-            total = config.update_cosine * terms["update_cosine"]
-        if config.update_l2:
-            terms["update_l2"] = l2_sum_distance(simulated_update, self.observed_update)
-            total = total + config.update_l2 * terms["update_l2"]
-        if self.bn_observed and config.matches_bn:
-            terms["bn"] = self.bn_loss(replayed)
-            total = total + bn_weight * terms["bn"]
-        if config.tv_l2:
-            total = total + config.tv_l2 * total_variation_l2(images)
-        if config.l2:
-            total = total + config.l2 * image_l2(images)
-        return total, terms
-
-    def bn_loss(self, replayed: ReplayResult) -> torch.Tensor:
-        """Sum over layers of the norms of the statistics' errors (``bn_scale="absolute"``), or the mean over layers
-        of the errors relative to each layer's :attr:`bn_layer_scales` (``"relative"``; a mean, so that the weight
-        means the same for 20 layers as for 120)."""
-        momentum, loss, relative = self.bn_momentum, 0.0, self.config.bn_scale == "relative"
-        for layer, steps in replayed.batch_stats.items():
-            if self.config.bn_mode == "exact":
-                estimate = replay_running_stats(*self.bn_initial[layer], steps, momentum)
-                target = self.bn_observed[layer]
-                if relative:
-                    loss = loss + sum((e - t).norm() / scale for e, t, scale in
-                                      zip(estimate, target, self.bn_layer_scales[layer]))
-                else:
-                    loss = loss + sum(((e - t) / momentum).norm() for e, t in zip(estimate, target))
-            else:
-                estimate, target = steps[-1], self.bn_single_step_targets[layer]
-                if relative:
-                    loss = loss + sum((e - t).norm() / scale for e, t, scale in
-                                      zip(estimate, target, self.bn_single_step_scales[layer]))
-                else:
-                    loss = loss + sum((e - t).norm() for e, t in zip(estimate, target))
-        return loss / len(replayed.batch_stats) if relative else loss
-
-    @torch.no_grad()
-    def bn_residual(self, replayed: ReplayResult) -> float | None:
-        if not self.bn_observed:
-            return None
-        squared = 0.0
-        for layer, steps in replayed.batch_stats.items():
-            estimate = replay_running_stats(*self.bn_initial[layer], steps, self.bn_momentum)
-            squared += sum(float(((e - t) ** 2).sum()) for e, t in zip(estimate, self.bn_observed[layer]))
-        return math.sqrt(squared) / max(self._bn_scale, 1e-30)
-
-
 def invert(
     model: nn.Module,
     inputs: AttackInputs,
@@ -227,8 +116,9 @@ def invert(
     total_iterations = config.total_iterations(inputs.num_images)
     label_counts = None
     if config.labels != "soft":
-        first_images = _initial_images(config.init_of_run(0), config.init_noise, prior, inputs.num_images, input_shape,
-                                       _run_generator(seed, 0)).to(device)
+        first_images = _initial_images(
+            config.init_of_run(0), config.init_noise, prior, inputs.num_images, input_shape, _run_generator(seed, 0)
+        ).to(device)
         with torch.no_grad():
             mean_probabilities = _mean_prediction(objective, first_images, inputs.recipe)
         label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
@@ -237,9 +127,13 @@ def invert(
     # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
     runs = config.runs(inputs.num_images, searched=searchable and shares_label)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
-    step = make_attack_step(objective, config, total_iterations * runs,
-                            lambda logits: _targets(logits, inputs.recipe),
-                            differentiate_labels=config.labels != "analytic_fixed")
+    step = make_attack_step(
+        objective,
+        config,
+        total_iterations * runs,
+        lambda logits: label_targets(logits, inputs.recipe),
+        differentiate_labels=config.labels != "analytic_fixed",
+    )
     final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
@@ -247,8 +141,13 @@ def invert(
 
     for restart in range(runs):
         generator = _run_generator(seed, restart)
-        images = _initial_images(config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape,
-                                 generator).to(device).requires_grad_(True)
+        images = (
+            _initial_images(
+                config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape, generator
+            )
+            .to(device)
+            .requires_grad_(True)
+        )
         if label_counts is None:
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
         else:
@@ -259,8 +158,13 @@ def invert(
         run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
         run_bests.append(run_best)
 
-        bar = tqdm(range(total_iterations), desc=f"{description} ({restart + 1}/{runs})" if runs > 1 else description,
-                   disable=not progress, leave=False, mininterval=1.0)
+        bar = tqdm(
+            range(total_iterations),
+            desc=f"{description} ({restart + 1}/{runs})" if runs > 1 else description,
+            disable=not progress,
+            leave=False,
+            mininterval=1.0,
+        )
         for iteration in bar:
             current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
             for group in optimizer.param_groups:
@@ -280,18 +184,27 @@ def invert(
             if "bn" in terms:
                 loss_value += (final_bn_weight - bn_weight) * float(terms["bn"])
             if loss_value < run_best["loss"]:
-                run_best.update(loss=loss_value, images=images.detach().clone(), label_logits=label_logits.detach().clone())
+                run_best.update(
+                    loss=loss_value, images=images.detach().clone(), label_logits=label_logits.detach().clone()
+                )
             for variable, gradient in zip(variables, gradients):
                 variable.grad = gradient
             optimizer.step()
             with torch.no_grad():
                 if config.energy:
-                    images.add_(torch.randn(images.shape, generator=generator).to(device), alpha=config.energy * current_lr)
+                    images.add_(
+                        torch.randn(images.shape, generator=generator).to(device), alpha=config.energy * current_lr
+                    )
                 if config.clamp:
                     images.clamp_(0, 1)
             iterations_run += 1
             if iteration % 50 == 0 or iteration == total_iterations - 1:
-                record = {"run": restart, "iteration": iteration, "loss": loss_value, **{k: float(v.detach()) for k, v in terms.items()}}
+                record = {
+                    "run": restart,
+                    "iteration": iteration,
+                    "loss": loss_value,
+                    **{k: float(v.detach()) for k, v in terms.items()},
+                }
                 history.append(record)
                 bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{record['update_cosine']:.4f}")
             if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
@@ -303,7 +216,9 @@ def invert(
 
     run_bests = sorted((entry for entry in run_bests if "images" in entry), key=lambda entry: entry["loss"])
     if not run_bests:
-        raise AttackInputError("the attack objective is NaN or Inf at its starting point; the update cannot be inverted")
+        raise AttackInputError(
+            "the attack objective is NaN or Inf at its starting point; the update cannot be inverted"
+        )
     best = run_bests[0]
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
@@ -315,13 +230,25 @@ def invert(
         deadline = None if config.time_budget_s is None else started + config.time_budget_s
         # The search is greedy and its end depends on where it starts; from several runs' patchworks, the
         # attacker's loss picks the end that is nearest the truth.
-        for start in run_bests[:config.exchange_starts if pairs else 1]:
+        for start in run_bests[: config.exchange_starts if pairs else 1]:
             labels_held = start["label_logits"].clone().requires_grad_(step.differentiate_labels)
-            outcome = search_exchanges(step, start["images"], labels_held, pairs, rounds=config.exchange_rounds,
-                                       screen_iterations=screen_iterations, polish_iterations=polish_iterations,
-                                       lr=config.exchange_lr, betas=config.betas, bn_weight=final_bn_weight,
-                                       beam_width=config.exchange_beam, patience=config.exchange_patience,
-                                       initial_polish_iterations=initial_polish, deadline=deadline, progress=progress)
+            outcome = search_exchanges(
+                step,
+                start["images"],
+                labels_held,
+                pairs,
+                rounds=config.exchange_rounds,
+                screen_iterations=screen_iterations,
+                polish_iterations=polish_iterations,
+                lr=config.exchange_lr,
+                betas=config.betas,
+                bn_weight=final_bn_weight,
+                beam_width=config.exchange_beam,
+                patience=config.exchange_patience,
+                initial_polish_iterations=initial_polish,
+                deadline=deadline,
+                progress=progress,
+            )
             iterations_run += outcome.iterations
             stopped = outcome.stopped
             if outcome.loss < best["loss"]:
@@ -331,7 +258,7 @@ def invert(
 
     # Score the best iterate once more, without the optimiser in the loop.
     final_images = best["images"]
-    final_targets = _targets(best["label_logits"], inputs.recipe)
+    final_targets = label_targets(best["label_logits"], inputs.recipe)
     images_for_eval = final_images.clone().requires_grad_(True)
     loss, terms, replayed = objective(images_for_eval, final_targets, final_bn_weight)
     probabilities = final_targets.detach().cpu()
@@ -353,7 +280,13 @@ def invert(
     )
     logger.info(
         "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
-        description, inputs.num_images, iterations_run, result.seconds, stopped, step.mode, result.update_distance,
+        description,
+        inputs.num_images,
+        iterations_run,
+        result.seconds,
+        stopped,
+        step.mode,
+        result.update_distance,
         "n/a" if result.bn_residual is None else f"{result.bn_residual:.4g}",
     )
     return result
@@ -387,10 +320,6 @@ def _same_label_pairs(labels: list[int]) -> list[tuple[int, int]]:
     return [(i, j) for i in range(len(labels)) for j in range(i + 1, len(labels)) if labels[i] == labels[j]]
 
 
-def _targets(label_logits: torch.Tensor, recipe: TrainingRecipe) -> torch.Tensor:
-    return torch.sigmoid(label_logits) if recipe.loss == "bce" else torch.softmax(label_logits, dim=1)
-
-
 def _run_generator(seed: int, run: int) -> torch.Generator:
     """The generator of one run's initial images, random labels and Langevin noise."""
     return torch.Generator(device="cpu").manual_seed(seed * 7919 + run)
@@ -399,15 +328,22 @@ def _run_generator(seed: int, run: int) -> torch.Generator:
 def _input_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> tuple[int, int, int]:
     shape = input_shape if input_shape is not None else getattr(model, "input_shape", None)
     if shape is None:
-        raise AttackInputError(f"the shape of the images {type(model).__name__} is fed is unknown; pass "
-                               "input_shape=(C, H, W)")
+        raise AttackInputError(
+            f"the shape of the images {type(model).__name__} is fed is unknown; pass input_shape=(C, H, W)"
+        )
     if len(shape) != 3 or not all(isinstance(size, int) and size >= 1 for size in shape):
         raise AttackInputError(f"input_shape must be three positive integers (C, H, W), got {shape!r}")
     return tuple(shape)
 
 
-def _initial_images(init: str, init_noise: float, prior: torch.Tensor | None, count: int, shape: tuple[int, int, int],
-                    generator: torch.Generator) -> torch.Tensor:
+def _initial_images(
+    init: str,
+    init_noise: float,
+    prior: torch.Tensor | None,
+    count: int,
+    shape: tuple[int, int, int],
+    generator: torch.Generator,
+) -> torch.Tensor:
     if init == "random":
         return torch.rand((count, *shape), generator=generator)
     base = torch.full(shape, 0.5) if prior is None else _resize_prior(prior, shape)

@@ -1,19 +1,11 @@
 """Attacks described as data: an :class:`AttackConfig` per named preset, overridable key by key.
 
-- ``fast``: what inverts a small BatchNorm CNN's update in CPU seconds to minutes (measured, see
-  ``shared/reference/attack.md`` §8/§10): cosine update matching (weight 1) + exact BatchNorm running-stat
-  replay (weight rising 0.1 -> 0.3 over each run) + the reference's TV/L2 priors, Adam(0.1, betas 0.9/0.9),
-  100-iteration warm-up + cosine decay, analytic label counts. 1000 iterations per image, capped at 2 images' worth (N >= 4 images per
-  step stay partly reconstructed at any CPU-scale budget; 3000 iterations lift N=4 from ~0.3 to ~0.4 SSIM).
-  Clients of 2 or more images get 3 runs (the first from the prior, then from random images) and the run with
-  the lowest attack loss is kept: a single run on a 2-image batch ends in a local minimum (regions of the
-  two images exchanged, in one measured case a final loss 16x the true images') in about 1 case in 6 with different labels.
-  When the label counts put two slots in one class, each run starts at coarse detail (``coarse_to_fine``: 4x coarser
-  for the first quarter, 2x until half-way), so that each slot commits to one image's layout before its detail.
-  Clients of 2 or more images then get 3000 noise-free iterations at a low step size on the best run (``polish``);
-  when slots share a label (the hard case), a region-exchange search from the 2 best runs follows on clients of up
-  to 2 images (``exchange_*``; see :mod:`gradinv.attack.exchange`), keeping the 3 lowest-loss states per round;
-  those clients draw 6 runs rather than 3 (``exchange_restarts``), so that the search starts from better runs.
+- ``fast``: what inverts a small BatchNorm CNN's (flatten head) update in CPU seconds to minutes: cosine update
+  matching (weight 1) + exact BatchNorm running-stat replay (weight rising 0.1 -> 0.3 over each run) + TV/L2
+  priors, Adam(0.1, betas 0.9/0.9), 100-iteration warm-up + cosine decay, analytic label counts; 1000 iterations
+  per image, capped at 2 images' worth. Multi-image clients get 3 runs (the lowest attacker loss wins) and a
+  noise-free polish; same-label pairs start coarse-to-fine and end with a region-exchange search. Each setting's
+  reason and measured effect is documented on :class:`AttackConfig` and in ``docs/``.
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
@@ -44,9 +36,19 @@ BN_SCALE_MODES = ("absolute", "relative")
 
 
 #: The integer settings and their smallest allowed values.
-_INTEGER_MINIMUMS = {"iterations": 1, "iterations_per_image_cap": 1, "restarts": 1, "restart_min_images": 1,
-                     "exchange_restarts": 1, "exchange_starts": 1, "exchange_rounds": 0, "exchange_max_images": 0,
-                     "exchange_beam": 1, "exchange_patience": 1, "polish_min_images": 0}
+_INTEGER_MINIMUMS = {
+    "iterations": 1,
+    "iterations_per_image_cap": 1,
+    "restarts": 1,
+    "restart_min_images": 1,
+    "exchange_restarts": 1,
+    "exchange_starts": 1,
+    "exchange_rounds": 0,
+    "exchange_max_images": 0,
+    "exchange_beam": 1,
+    "exchange_patience": 1,
+    "polish_min_images": 0,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +181,13 @@ class AttackConfig:
                 problems.append(f"{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
         if not self.lr > 0:
             problems.append(f"lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.betas, tuple) and len(self.betas) == 2
-                and all(isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0 <= beta < 1
-                        for beta in self.betas)):
+        if not (
+            isinstance(self.betas, tuple)
+            and len(self.betas) == 2
+            and all(
+                isinstance(beta, (int, float)) and not isinstance(beta, bool) and 0 <= beta < 1 for beta in self.betas
+            )
+        ):
             problems.append(f"betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.init not in INIT_MODES:
             problems.append(f"init must be one of {INIT_MODES}, got {self.init!r}")
@@ -273,16 +279,21 @@ def _as_tuples(value: Any) -> Any:
 
 
 def _coarse_to_fine_problems(phases: Any) -> list[str]:
-    problem = ("coarse_to_fine must be a list of (fraction, factor) pairs with fractions increasing in (0, 1] and "
-               f"integer factors >= 2, got {phases!r}")
+    problem = (
+        "coarse_to_fine must be a list of (fraction, factor) pairs with fractions increasing in (0, 1] and "
+        f"integer factors >= 2, got {phases!r}"
+    )
     try:
         fractions = [float(fraction) for fraction, _ in phases]
         factors = [factor for _, factor in phases]
     except (TypeError, ValueError):
         return [problem]
     increasing = all(a < b for a, b in zip([0.0] + fractions, fractions))
-    if not (increasing and (not fractions or fractions[-1] <= 1)
-            and all(isinstance(f, int) and not isinstance(f, bool) and f >= 2 for f in factors)):
+    if not (
+        increasing
+        and (not fractions or fractions[-1] <= 1)
+        and all(isinstance(f, int) and not isinstance(f, bool) and f >= 2 for f in factors)
+    ):
         return [problem]
     return []
 
@@ -305,14 +316,23 @@ PRESETS: dict[str, AttackConfig] = {
         polish=0.0,
         exchange_rounds=0,
     ),
-    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0,
-                        exchange_rounds=0),
+    "gpu": AttackConfig(
+        iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0, exchange_rounds=0
+    ),
     # Global-average-pool heads (MONAI ResNet/DenseNet): every BatchNorm layer counts alike (bn_scale="relative";
     # with "absolute" the deep 512-channel layers are ~100x the update term), a 10x lower step size (at 0.1 the
     # losses only fall once the cosine decay has brought it down), sized to ~10 min of one CPU thread on
     # resnet18_monai at 64 px. It does NOT yet reconstruct such clients: see docs/architectures.md.
-    "gap": AttackConfig(iterations=1500, lr=0.01, bn=1.0, bn_end=None, bn_scale="relative", coarse_to_fine=(),
-                        polish=0.0, exchange_rounds=0),
+    "gap": AttackConfig(
+        iterations=1500,
+        lr=0.01,
+        bn=1.0,
+        bn_end=None,
+        bn_scale="relative",
+        coarse_to_fine=(),
+        polish=0.0,
+        exchange_rounds=0,
+    ),
 }
 
 #: Seconds per attack iteration of each registry model, 1 image (batch of 1), one CPU thread of the project's
@@ -351,14 +371,27 @@ def head_kind(model: Any) -> str:
     """
     from torch import nn
 
-    if any(isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-                               nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
-           for module in model.modules()):
+    if any(
+        isinstance(
+            module,
+            (
+                nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d,
+                nn.AdaptiveAvgPool3d,
+                nn.AdaptiveMaxPool1d,
+                nn.AdaptiveMaxPool2d,
+                nn.AdaptiveMaxPool3d,
+            ),
+        )
+        for module in model.modules()
+    ):
         return "pooled"
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    channels = [module.num_features if isinstance(module, nn.modules.batchnorm._BatchNorm) else module.out_channels
-                for module in model.modules()
-                if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd))]
+    channels = [
+        module.num_features if isinstance(module, nn.modules.batchnorm._BatchNorm) else module.out_channels
+        for module in model.modules()
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.conv._ConvNd))
+    ]
     if linears and channels and linears[-1].in_features == channels[-1]:
         return "pooled"
     return "flatten"

@@ -72,7 +72,9 @@ class FunctionalReplay:
             variance = variance * (count / (count - 1))
         self._batch_stats[layer_name].append((mean, variance))
 
-    def forward_with_stats(self, params: Mapping[str, torch.Tensor], images: torch.Tensor) -> tuple[torch.Tensor, BatchStats]:
+    def forward_with_stats(
+        self, params: Mapping[str, torch.Tensor], images: torch.Tensor
+    ) -> tuple[torch.Tensor, BatchStats]:
         """One train-mode forward: the logits and, per BatchNorm layer, the (mean, unbiased variance) of its input.
 
         The statistics are returned, not left in an attribute: under ``torch.func`` transforms a tensor that
@@ -87,8 +89,9 @@ class FunctionalReplay:
             self._batch_stats = None
         return logits, stats
 
-    def _step_loss(self, params: Mapping[str, torch.Tensor], images: torch.Tensor,
-                   targets: torch.Tensor) -> tuple[torch.Tensor, BatchStats]:
+    def _step_loss(
+        self, params: Mapping[str, torch.Tensor], images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, BatchStats]:
         logits, stats = self.forward_with_stats(params, images)
         return self.recipe.loss_value(logits, targets), stats
 
@@ -111,8 +114,10 @@ class FunctionalReplay:
             step_gradients = torch.func.grad(self._step_loss, has_aux=True)
         else:
             # The local gradients are taken w.r.t. the parameters, so the starting point must be part of the graph.
-            current = {name: p if p.requires_grad else p.detach().requires_grad_(True)
-                       for name, p in ((name, params[name]) for name in self.param_names)}
+            current = {
+                name: p if p.requires_grad else p.detach().requires_grad_(True)
+                for name, p in ((name, params[name]) for name in self.param_names)
+            }
         optimizer_state = None  # the client's optimiser is fresh at the round's start (see TrainingRecipe)
         batch_stats: BatchStats = {name: [] for name in self.bn_layer_names}
         for batch in self.batches:

@@ -8,7 +8,7 @@ one process (the order rotates every repetition; ``warmup`` untimed repetitions 
 
 * ``eager``: one iteration of gradinv's attack loop exactly as :func:`gradinv.attack.invert` runs it with
   ``compile="off"`` (the default for short attacks):
-  :class:`~gradinv.attack.invert.InversionObjective` forward (functional replay of the local steps with
+  :class:`~gradinv.attack.objective.InversionObjective` forward (functional replay of the local steps with
   ``create_graph=True``, exact BN running-stat replay from the replay's own forwards), ``autograd.grad``
   w.r.t. the images and label logits, the Adam step, Langevin noise, clamping and best-iterate bookkeeping.
 * ``compiled``: the same iteration with the objective and its gradient as one ``torch.compile``-d graph
@@ -83,8 +83,7 @@ class _Setup:
         from gradinv.attack import get_preset
         from gradinv.attack.compiled import AttackStep
         from gradinv.attack.inputs import validate_attack_inputs
-        from gradinv.attack.invert import InversionObjective
-        from gradinv.attack.invert import _targets as label_targets  # TODO(lead): public label_targets in invert.py
+        from gradinv.attack.objective import InversionObjective, label_targets
         from gradinv.errors import GradinvError
         from gradinv.models import build_model
         from gradinv.recipe import TrainingRecipe
@@ -211,7 +210,7 @@ class ReferenceStyleLoss:
     released reference loop is structured: per call a deep copy of the model loaded with the global state,
     a new ``torch.optim.SGD``, ``setattr`` parameter swaps for each unrolled local step, and a separate BN
     forward through a second copy with hooks registered anew. Returns ``(loss, terms, None)`` like
-    :class:`~gradinv.attack.invert.InversionObjective`."""
+    :class:`~gradinv.attack.objective.InversionObjective`."""
 
     def __init__(self, model, inputs, config, device):
         self.model, self.inputs, self.config, self.device = model, inputs, config, device

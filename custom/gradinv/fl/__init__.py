@@ -1,6 +1,7 @@
 """NVFlare glue: the client training script, the server filter and the job builders.
 
-``from gradinv.fl import GradInversionAggregatorFilter``
+``from gradinv.fl import GradInversionAggregatorFilter`` (the server line) and
+``from gradinv.fl import training_meta`` (the client line).
 """
 
 
@@ -10,7 +11,11 @@ def __getattr__(name: str):
         from gradinv.fl.filter import GradInversionAggregatorFilter
 
         return GradInversionAggregatorFilter
+    if name == "training_meta":
+        from gradinv.fl.meta import training_meta
+
+        return training_meta
     raise AttributeError(name)
 
 
-__all__ = ["GradInversionAggregatorFilter"]
+__all__ = ["GradInversionAggregatorFilter", "training_meta"]

@@ -24,17 +24,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gradinv.private_files import write_private_bytes
-from gradinv.report.artifacts import (
+from gradinv.artifact_layout import (
     GLOBAL_METRICS_CSV,
     METRICS_COLUMNS,
     METRICS_CSV,
+    RECONSTRUCTION_NPZ,
     RECONSTRUCTION_PNG,
     SETTINGS_JSON,
     SITE_ROUND_METRICS_JSON,
 )
+from gradinv.private_files import write_private_bytes
 
-RECONSTRUCTION_NPZ = "reconstruction.npz"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

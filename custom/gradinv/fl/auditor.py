@@ -69,15 +69,23 @@ class LeakageAuditor:
             ground-truth metrics (simulation and red-team runs only); None in real deployments.
     """
 
-    def __init__(self, out_dir: str | Path, model: nn.Module | Callable[[], nn.Module], settings: AuditSettings,
-                 audit_datalists: Mapping[str, str | Path] | None = None):
+    def __init__(
+        self,
+        out_dir: str | Path,
+        model: nn.Module | Callable[[], nn.Module],
+        settings: AuditSettings,
+        audit_datalists: Mapping[str, str | Path] | None = None,
+    ):
         self.writer = ArtifactWriter(out_dir, save_images=settings.save_images)
         self._model = model
         self.settings = settings
         self.config = settings.attack_config()
         self.audit_datalists = dict(audit_datalists or {})
-        self.declaration = (None if settings.client_training is None
-                            else meta_protocol.knowledge_from_declaration(settings.client_training))
+        self.declared = (
+            None
+            if settings.client_training is None
+            else meta_protocol.knowledge_from_declaration(settings.client_training)
+        )
         self.prior_description = _describe_prior(settings.prior)
         self._priors: dict[tuple[int, int, int], np.ndarray | None] = {}
         self._num_classes: dict[_InputView, int] = {}
@@ -104,10 +112,19 @@ class LeakageAuditor:
         prior = self._prior(view.shape)
         config = self.config if time_budget_s is None else self.config.replace(time_budget_s=time_budget_s)
         result = attack_update(
-            model, update.global_state, update.diff, recipe, num_images, config,
-            prior=None if prior is None else torch.from_numpy(prior), num_classes=num_classes,
-            round_num=update.round_num, device=self.settings.device, seed=self.settings.seed + update.round_num,
-            progress=self.settings.progress, description=f"gradinv round {update.round_num} {update.site}",
+            model,
+            update.global_state,
+            update.diff,
+            recipe,
+            num_images,
+            config,
+            prior=None if prior is None else torch.from_numpy(prior),
+            num_classes=num_classes,
+            round_num=update.round_num,
+            device=self.settings.device,
+            seed=self.settings.seed + update.round_num,
+            progress=self.settings.progress,
+            description=f"gradinv round {update.round_num} {update.site}",
             input_shape=view.shape,
         )
         self._last_view = view
@@ -118,41 +135,81 @@ class LeakageAuditor:
             "num_images": num_images,
             "num_steps": recipe.num_steps(num_images),
             "status": "timeout" if result.stopped == "time_budget" else "ok",
-            "replay": recipe.replay_exactness(num_images),
+            "replay": knowledge.replay,
             "update_distance": result.update_distance,
             "bn_residual": result.bn_residual,
-            "leak_score": leak_score(result.update_distance, result.bn_residual, recipe.effective_batch_size(num_images)),
+            "leak_score": leak_score(
+                result.update_distance, result.bn_residual, recipe.effective_batch_size(num_images)
+            ),
             "iterations": result.iterations,
             "device": str(resolve_device(self.settings.device)),
             "preset": self.settings.preset,
         }
         details: dict[str, Any] = {
-            "recipe": recipe.to_meta(), "input_shape": list(view.shape),
+            "recipe": recipe.to_meta(),
+            "input_shape": list(view.shape),
             "normalize": None if view.normalize is None else [list(part) for part in view.normalize],
-            "knowledge_source": knowledge.source, "attack": result.diagnostics(),
-            "recovered_labels": result.recovered_labels, "label_probabilities": result.label_probabilities.tolist(),
+            "knowledge_source": knowledge.source,
+            "replay_approximations": recipe.replay_approximations(num_images),
+            "attack": result.diagnostics(),
+            "recovered_labels": result.recovered_labels,
+            "label_probabilities": result.label_probabilities.tolist(),
         }
         originals = None
         ground_truth = self._ground_truth(update.site, num_images, view.shape)
         if ground_truth is not None:
             originals, true_labels = ground_truth
             scores = _evaluate(originals, reconstructions, prior, true_labels, result.recovered_labels)
-            row.update({key: scores.get(key) for key in ("ssim", "psnr", "lpips", "rdlv", "rdlv_max", "ssim_max",
-                                                          "visibly_leaked_fraction", "label_accuracy")})
-            details.update(true_labels=true_labels, per_image=scores.get("per_image"), prior_ssim=scores.get("prior_ssim"),
-                           ground_truth=scores)
+            row.update(
+                {
+                    key: scores.get(key)
+                    for key in (
+                        "ssim",
+                        "psnr",
+                        "lpips",
+                        "rdlv",
+                        "rdlv_max",
+                        "ssim_max",
+                        "visibly_leaked_fraction",
+                        "label_accuracy",
+                    )
+                }
+            )
+            details.update(
+                true_labels=true_labels,
+                per_image=scores.get("per_image"),
+                prior_ssim=scores.get("prior_ssim"),
+                ground_truth=scores,
+            )
             reconstructions = reconstructions[scores["assignment"]] if scores.get("assignment") else reconstructions
         decision, reason = self.decide(row)
         row.update(decision=decision, reason=reason, seconds=round(time.monotonic() - started, 3))
-        self.writer.write_site_round(update.round_num, update.site, {**row, **details}, reconstructions, originals, prior)
+        self.writer.write_site_round(
+            update.round_num, update.site, {**row, **details}, reconstructions, originals, prior
+        )
         self.writer.append_metrics_row(row)
         return AuditOutcome(row, decision, reason)
 
-    def record_failure(self, round_num: int, site: str, status: str, decision: str, reason: str,
-                       meta: Mapping[str, Any] | None = None, seconds: float | None = None) -> dict[str, Any]:
+    def record_failure(
+        self,
+        round_num: int,
+        site: str,
+        status: str,
+        decision: str,
+        reason: str,
+        meta: Mapping[str, Any] | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
         """Write the row of an update that could not be attacked (invalid input, error)."""
-        row = {"round": round_num, "site": site, "status": status, "decision": decision, "reason": reason,
-               "seconds": seconds, "preset": self.settings.preset}
+        row = {
+            "round": round_num,
+            "site": site,
+            "status": status,
+            "decision": decision,
+            "reason": reason,
+            "seconds": seconds,
+            "preset": self.settings.preset,
+        }
         num_images = (meta or {}).get(meta_protocol.META_NUM_IMAGES)
         if isinstance(num_images, (int, np.integer)) and not isinstance(num_images, bool):
             row["num_images"] = int(num_images)
@@ -177,9 +234,7 @@ class LeakageAuditor:
 
     def client_knowledge(self, site: str, meta: Mapping[str, Any]) -> meta_protocol.ClientKnowledge:
         """What the server knows of this client's training: its own meta, else the server's declaration."""
-        if self.declaration is not None and not meta_protocol.has_training_meta(meta):
-            return self.declaration.resolve(site, meta)
-        return meta_protocol.read_client_meta(meta)
+        return meta_protocol.resolve_client_knowledge(site, meta, self.declared)
 
     def test_accuracy(self, weights: Mapping[str, Any], datalist: str | Path) -> float | None:
         """Accuracy of global ``weights`` on ``datalist``'s test split, seen as the last attacked client saw images."""
@@ -195,20 +250,27 @@ class LeakageAuditor:
     def _input_view(self, knowledge: meta_protocol.ClientKnowledge) -> _InputView:
         configured, reported = self.settings.input_shape, knowledge.input_shape
         if configured is not None and reported is not None and tuple(reported) != tuple(configured):
-            raise AttackInputError(f"the client reports images of shape {tuple(reported)} (C, H, W) but the filter is "
-                                   f"configured with input_shape={tuple(configured)}; remove one or make them agree")
+            raise AttackInputError(
+                f"the client reports images of shape {tuple(reported)} (C, H, W) but the filter is "
+                f"configured with input_shape={tuple(configured)}; remove one or make them agree"
+            )
         shape = reported or configured or getattr(self.model, "input_shape", None)
         if shape is None:
-            raise AttackInputError("the shape of the client's images is unknown: call gradinv.fl.training_meta in the "
-                                   "client script, or give the filter input_shape=(C, H, W)")
+            raise AttackInputError(
+                "the shape of the client's images is unknown: call gradinv.fl.training_meta in the "
+                "client script, or give the filter input_shape=(C, H, W)"
+            )
         configured_norm, reported_norm = self.settings.normalize, knowledge.normalize
         if configured_norm is not None and reported_norm is not None and _differs(configured_norm, reported_norm):
-            raise AttackInputError(f"the client reports normalize={reported_norm} but the filter is configured with "
-                                   f"normalize={configured_norm}; remove one or make them agree")
+            raise AttackInputError(
+                f"the client reports normalize={reported_norm} but the filter is configured with "
+                f"normalize={configured_norm}; remove one or make them agree"
+            )
         normalize = reported_norm if reported_norm is not None else configured_norm
         if normalize is not None and len(normalize[0]) not in (1, shape[0]):
-            raise AttackInputError(f"normalize has {len(normalize[0])} values per statistic for images with "
-                                   f"{shape[0]} channel(s)")
+            raise AttackInputError(
+                f"normalize has {len(normalize[0])} values per statistic for images with {shape[0]} channel(s)"
+            )
         return _InputView(tuple(int(v) for v in shape), normalize)
 
     def _classes(self, model: nn.Module, view: _InputView) -> int:
@@ -227,8 +289,9 @@ class LeakageAuditor:
             self._priors[shape] = _load_prior(self.settings.prior, shape)
         return self._priors[shape]
 
-    def _ground_truth(self, site: str, num_images: int, shape: tuple[int, int, int]
-                      ) -> tuple[np.ndarray, list[int]] | None:
+    def _ground_truth(
+        self, site: str, num_images: int, shape: tuple[int, int, int]
+    ) -> tuple[np.ndarray, list[int]] | None:
         path = self.audit_datalists.get(site)
         if path is None:
             return None
@@ -246,8 +309,9 @@ class LeakageAuditor:
 
 
 def _differs(first: Any, second: Any) -> bool:
-    return not np.allclose(np.asarray(first[0], float), np.asarray(second[0], float)) or \
-        not np.allclose(np.asarray(first[1], float), np.asarray(second[1], float))
+    return not np.allclose(np.asarray(first[0], float), np.asarray(second[0], float)) or not np.allclose(
+        np.asarray(first[1], float), np.asarray(second[1], float)
+    )
 
 
 def _describe_prior(prior: str) -> str:
@@ -272,5 +336,6 @@ def _load_prior(prior: str, shape: tuple[int, int, int]) -> np.ndarray | None:
 def _evaluate(originals, reconstructions, prior, true_labels, recovered_labels) -> dict[str, Any]:
     from gradinv.metrics import evaluate_reconstruction
 
-    return evaluate_reconstruction(originals, reconstructions, prior=prior, true_labels=true_labels,
-                                   recovered_labels=recovered_labels)
+    return evaluate_reconstruction(
+        originals, reconstructions, prior=prior, true_labels=true_labels, recovered_labels=recovered_labels
+    )

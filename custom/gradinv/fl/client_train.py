@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 optimizer.step()
                 losses.append(float(loss.detach()))
         meta = {FLMetaKey.NUM_STEPS_CURRENT_ROUND: len(losses),
-                **training_meta(optimizer, loader, epochs=recipe.epochs, loss=recipe.loss)}
+                **training_meta(optimizer, loader, epochs=recipe.epochs, loss=recipe.loss, model=model)}
         metrics = {"train_loss": sum(losses) / len(losses)}
         if test_accuracy is not None:
             meta[META_TEST_ACCURACY] = test_accuracy

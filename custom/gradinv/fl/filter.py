@@ -80,8 +80,10 @@ class GradInversionAggregatorFilter(DXOFilter):
         report: bool = True,
         progress: bool = True,
     ):
-        super().__init__(supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
-                         data_kinds_to_filter=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS])
+        super().__init__(
+            supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
+            data_kinds_to_filter=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
+        )
         arguments = {name: value for name, value in locals().items() if name in _SETTING_NAMES}
         self.settings = AuditSettings(**arguments)  # raises ConfigurationError (a ValueError) naming every problem
         # Kept under their own names, as given: NVFlare's job API exports constructor arguments from there.
@@ -136,7 +138,9 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self.log_warning(fl_ctx, f"gradinv: result from {site} is not a DXO; passed through unchecked")
                 return shareable
             if not dxo.data:
-                self.log_warning(fl_ctx, f"gradinv: result from {site} is an empty update, nothing to check; passed through")
+                self.log_warning(
+                    fl_ctx, f"gradinv: result from {site} is an empty update, nothing to check; passed through"
+                )
                 return shareable
             return super().process(shareable, fl_ctx)
         except Exception as exc:  # noqa: BLE001 - fail open (or closed), never abort the job
@@ -145,7 +149,9 @@ class GradInversionAggregatorFilter(DXOFilter):
 
     def process_dxo(self, dxo: DXO, shareable: Shareable, fl_ctx: FLContext) -> DXO | None:
         site = self._site(shareable, fl_ctx)
-        round_num = shareable.get_cookie(AppConstants.CONTRIBUTION_ROUND, shareable.get_header(AppConstants.CURRENT_ROUND))
+        round_num = shareable.get_cookie(
+            AppConstants.CONTRIBUTION_ROUND, shareable.get_header(AppConstants.CURRENT_ROUND)
+        )
         started = time.monotonic()
         if round_num is None:
             return self._invalid(fl_ctx, -1, site, dxo, "the result carries no round number", started)
@@ -156,9 +162,15 @@ class GradInversionAggregatorFilter(DXOFilter):
         with self._lock:
             base = self._base_by_round.get(round_num)
         if base is None:
-            return self._invalid(fl_ctx, round_num, site, dxo,
-                                 f"no global model was captured for round {round_num} (known rounds: "
-                                 f"{sorted(self._base_by_round)}); cannot tell what the client changed", started)
+            return self._invalid(
+                fl_ctx,
+                round_num,
+                site,
+                dxo,
+                f"no global model was captured for round {round_num} (known rounds: "
+                f"{sorted(self._base_by_round)}); cannot tell what the client changed",
+                started,
+            )
         try:
             update = self._copy_update(fl_ctx, round_num, site, base, dxo)
         except AttackInputError as exc:
@@ -167,8 +179,11 @@ class GradInversionAggregatorFilter(DXOFilter):
         key = self._decisions.key(round_num, site, update.diff)
         decision = self._decisions.get(key)
         if decision is not None:
-            self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: the same update again (a re-sent submission); "
-                                  f"applying its earlier decision '{decision}' without a second attack")
+            self.log_info(
+                fl_ctx,
+                f"gradinv: round {round_num} {site}: the same update again (a re-sent submission); "
+                f"applying its earlier decision '{decision}' without a second attack",
+            )
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
@@ -182,24 +197,31 @@ class GradInversionAggregatorFilter(DXOFilter):
         except Exception as exc:  # noqa: BLE001
             self.log_exception(fl_ctx, f"gradinv: round {round_num} {site}: attack failed: {exc}")
             decision = "block" if self.settings.fail_closed else "pass"
-            auditor.record_failure(round_num, site, "error", decision, f"attack failed: {exc}", dxo.meta,
-                                   time.monotonic() - started)
+            auditor.record_failure(
+                round_num, site, "error", decision, f"attack failed: {exc}", dxo.meta, time.monotonic() - started
+            )
             return _blocked_dxo(dxo) if decision == "block" else None
         self._decisions.remember(key, outcome.decision)
         self._log_outcome(fl_ctx, outcome.row)
         self._write_tensorboard(outcome.row)
         if outcome.decision == "block":
-            self.log_warning(fl_ctx, f"gradinv: round {round_num} {site}: update BLOCKED ({outcome.reason}); "
-                                     "it contributes nothing to this round's aggregate")
+            self.log_warning(
+                fl_ctx,
+                f"gradinv: round {round_num} {site}: update BLOCKED ({outcome.reason}); "
+                "it contributes nothing to this round's aggregate",
+            )
             return _blocked_dxo(dxo)
         return None
 
     # --- helpers -----------------------------------------------------------------------------------------------
-    def _copy_update(self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray],
-                     dxo: DXO) -> UpdateToAudit:
+    def _copy_update(
+        self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
+    ) -> UpdateToAudit:
         data = {name: _to_numpy(value) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
-            self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global")
+            self.log_info(
+                fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
+            )
             # Full weights are global + diff; the attack needs the diff.
             unknown = sorted(set(data) - set(base))
             if unknown:
@@ -207,13 +229,19 @@ class GradInversionAggregatorFilter(DXOFilter):
             data = {name: value.astype(np.float64) - base[name].astype(np.float64) for name, value in data.items()}
         return UpdateToAudit(round_num, site, base, data, _plain_meta(dxo.meta))
 
-    def _invalid(self, fl_ctx: FLContext, round_num: int, site: str, dxo: DXO, reason: str, started: float) -> DXO | None:
+    def _invalid(
+        self, fl_ctx: FLContext, round_num: int, site: str, dxo: DXO, reason: str, started: float
+    ) -> DXO | None:
         decision = "block" if self.settings.fail_closed else "pass"
-        self.log_error(fl_ctx, f"gradinv: round {round_num} {site}: invalid update: {reason}; "
-                               f"{'BLOCKED (fail_closed)' if decision == 'block' else 'passed through unchecked'}")
+        self.log_error(
+            fl_ctx,
+            f"gradinv: round {round_num} {site}: invalid update: {reason}; "
+            f"{'BLOCKED (fail_closed)' if decision == 'block' else 'passed through unchecked'}",
+        )
         try:
-            self._get_auditor(fl_ctx).record_failure(round_num, site, "invalid", decision, reason, dxo.meta,
-                                                     time.monotonic() - started)
+            self._get_auditor(fl_ctx).record_failure(
+                round_num, site, "invalid", decision, reason, dxo.meta, time.monotonic() - started
+            )
         except Exception as exc:  # noqa: BLE001
             self.log_exception(fl_ctx, f"gradinv: could not record the invalid update: {exc}")
         return _blocked_dxo(dxo) if decision == "block" else None
@@ -244,28 +272,43 @@ class GradInversionAggregatorFilter(DXOFilter):
                     # Resolved at the first update: by then the persistor has built the job's model.
                     model = functools.partial(job_model, engine)
                 else:
-                    model = build_from_spec(settings.model, num_classes=settings.num_classes,
-                                            input_shape=settings.input_shape)
-                self._auditor = LeakageAuditor(out_dir, model, settings,
-                                               audit_datalists=_audit_datalists(settings.audit_datalists))
-                self._auditor.writer.write_settings({
-                    "gradinv_version": __version__, "filter": _json_safe(settings.to_dict()),
-                    "model": describe_spec(settings.model), "prior": self._auditor.prior_description,
-                    "attack": self.attack_config.to_dict(), "mode": settings.mode, "preset": settings.preset,
-                    "device": str(resolve_device(settings.device)), "ground_truth": bool(settings.audit_datalists),
-                })
-                self.log_info(fl_ctx, f"gradinv: attacking {describe_spec(settings.model)}; writing leakage "
-                                      f"artifacts to {out_dir}")
+                    model = build_from_spec(
+                        settings.model, num_classes=settings.num_classes, input_shape=settings.input_shape
+                    )
+                self._auditor = LeakageAuditor(
+                    out_dir, model, settings, audit_datalists=_audit_datalists(settings.audit_datalists)
+                )
+                self._auditor.writer.write_settings(
+                    {
+                        "gradinv_version": __version__,
+                        "filter": _json_safe(settings.to_dict()),
+                        "model": describe_spec(settings.model),
+                        "prior": self._auditor.prior_description,
+                        "attack": self.attack_config.to_dict(),
+                        "mode": settings.mode,
+                        "preset": settings.preset,
+                        "device": str(resolve_device(settings.device)),
+                        "ground_truth": bool(settings.audit_datalists),
+                    }
+                )
+                self.log_info(
+                    fl_ctx,
+                    f"gradinv: attacking {describe_spec(settings.model)}; writing leakage artifacts to {out_dir}",
+                )
             return self._auditor
 
     def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
         with self._lock:
             if self._background is None:
-                self._background = BackgroundAudits(functools.partial(self._attack_in_background, fl_ctx),
-                                                    functools.partial(self._background_crash, fl_ctx))
+                self._background = BackgroundAudits(
+                    functools.partial(self._attack_in_background, fl_ctx),
+                    functools.partial(self._background_crash, fl_ctx),
+                )
         waiting = self._background.submit(update)
-        self.log_info(fl_ctx, f"gradinv: round {update.round_num} {update.site}: queued for a background attack "
-                              f"({waiting} waiting)")
+        self.log_info(
+            fl_ctx,
+            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting)",
+        )
 
     def _attack_in_background(self, fl_ctx: FLContext, update: UpdateToAudit) -> None:
         started = time.monotonic()
@@ -274,8 +317,9 @@ class GradInversionAggregatorFilter(DXOFilter):
         except Exception as exc:  # noqa: BLE001 - recorded as the update's row; the worker goes on
             status = "invalid" if isinstance(exc, AttackInputError) else "error"
             self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: {status}: {exc}")
-            self._auditor.record_failure(update.round_num, update.site, status, "pass", str(exc), update.meta,
-                                         time.monotonic() - started)
+            self._auditor.record_failure(
+                update.round_num, update.site, status, "pass", str(exc), update.meta, time.monotonic() - started
+            )
             return
         self._log_outcome(fl_ctx, outcome.row)
         self._write_tensorboard(outcome.row)
@@ -306,8 +350,10 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self._test_accuracy.setdefault(round_num, {})[site] = float(value)
 
     def _write_global_metrics(self, fl_ctx: FLContext) -> None:
-        rows = [{"round": r, "test_accuracy": float(np.mean(list(sites.values())))}
-                for r, sites in sorted(self._test_accuracy.items())]
+        rows = [
+            {"round": r, "test_accuracy": float(np.mean(list(sites.values())))}
+            for r, sites in sorted(self._test_accuracy.items())
+        ]
         final = self._final_test_accuracy(fl_ctx)
         if final is not None:
             rows.append(final)
@@ -329,15 +375,20 @@ class GradInversionAggregatorFilter(DXOFilter):
         return {"round": last_round + 1, "test_accuracy": accuracy}
 
     def _log_outcome(self, fl_ctx: FLContext, row: Mapping[str, Any]) -> None:
-        shown = ", ".join(f"{key}={_fmt(row.get(key))}" for key in
-                          ("status", "decision", "ssim", "rdlv_max", "lpips", "leak_score", "update_distance", "seconds"))
+        shown = ", ".join(
+            f"{key}={_fmt(row.get(key))}"
+            for key in ("status", "decision", "ssim", "rdlv_max", "lpips", "leak_score", "update_distance", "seconds")
+        )
         self.log_info(fl_ctx, f"gradinv: round {row['round']} {row['site']} ({row.get('num_images')} images): {shown}")
 
     def _write_tensorboard(self, row: Mapping[str, Any]) -> None:
         from gradinv.report import write_tensorboard_scalars
 
-        metrics = {key: value for key, value in row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)
-                   and key not in ("round",)}
+        metrics = {
+            key: value
+            for key, value in row.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("round",)
+        }
         write_tensorboard_scalars(self._auditor.writer.out_dir / "tensorboard", row["round"], row["site"], metrics)
 
 

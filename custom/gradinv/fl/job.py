@@ -73,15 +73,16 @@ def build_recipe(settings: JobSettings):
     from nvflare.app_opt.pt.recipes import FedAvgRecipe
     from nvflare.client.config import TransferType
 
-
     datalists = settings.resolved_datalists()
     sites = settings.sites()
     if not sites:
         raise gradinv.errors.DataError(f"no <site>.json datalists in {datalists}")
     # NVFlare splits the script's arguments at white space: the recipe travels as one compact JSON word.
-    train_args = (f"--datalists {datalists} --model {settings.model} --resolution {settings.resolution} "
-                  f"--num-classes {settings.num_classes} "
-                  f"--recipe {json.dumps(client_recipe(settings).to_meta(), separators=(',', ':'))}")
+    train_args = (
+        f"--datalists {datalists} --model {settings.model} --resolution {settings.resolution} "
+        f"--num-classes {settings.num_classes} "
+        f"--recipe {json.dumps(client_recipe(settings).to_meta(), separators=(',', ':'))}"
+    )
     recipe = FedAvgRecipe(
         name=settings.name,
         model=_initial_model(settings),
@@ -97,7 +98,9 @@ def build_recipe(settings: JobSettings):
     if settings.privacy != "none":
         from gradinv.privacy import make_privacy_filter
 
-        recipe.add_client_output_filter(make_privacy_filter(settings.privacy, **(settings.privacy_args or {})), tasks=["train"])
+        recipe.add_client_output_filter(
+            make_privacy_filter(settings.privacy, **(settings.privacy_args or {})), tasks=["train"]
+        )
     return recipe, sites
 
 
@@ -105,8 +108,9 @@ def client_recipe(settings: JobSettings):
     """The local training every site of the job runs."""
     from gradinv.recipe import TrainingRecipe
 
-    return TrainingRecipe(lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size or None,
-                          seed=settings.seed)
+    return TrainingRecipe(
+        lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size or None, seed=settings.seed
+    )
 
 
 def _initial_model(settings: JobSettings):
@@ -122,10 +126,17 @@ def _server_filter(settings: JobSettings, datalists: str):
 
     # The filter attacks the job's own model (the persistor's) with what each client's meta says, as in a user's job.
     return GradInversionAggregatorFilter(
-        preset=settings.preset, attack_overrides=settings.attack_overrides, mode=settings.mode,
-        block_threshold=settings.block_threshold, block_metric=settings.block_metric,
-        time_budget_s=settings.time_budget_s, audit_datalists=datalists if settings.audit else None,
-        save_images=settings.save_images, device=settings.device, seed=settings.seed, report=settings.report,
+        preset=settings.preset,
+        attack_overrides=settings.attack_overrides,
+        mode=settings.mode,
+        block_threshold=settings.block_threshold,
+        block_metric=settings.block_metric,
+        time_budget_s=settings.time_budget_s,
+        audit_datalists=datalists if settings.audit else None,
+        save_images=settings.save_images,
+        device=settings.device,
+        seed=settings.seed,
+        report=settings.report,
     )
 
 
@@ -136,8 +147,9 @@ def export_job(settings: JobSettings, out_dir: str | Path) -> Path:
     recipe.export(str(out_dir))
     job_dir = out_dir / settings.name
     for custom in job_dir.glob("app*/custom"):
-        shutil.copytree(PACKAGE_DIR, custom / "gradinv", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            PACKAGE_DIR, custom / "gradinv", dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     for client_config in job_dir.glob("app*/config/config_fed_client.json"):
         # The exporter wrote this machine's absolute script path; the executor finds a relative one in custom/.
         config = json.loads(client_config.read_text())

@@ -146,10 +146,10 @@ class AuditSettings:
             except GradinvError as exc:
                 problems.append(str(exc))
         if self.client_training is not None:
-            from gradinv.fl.meta import check_declaration
+            from gradinv.fl.meta import knowledge_from_declaration
 
             try:
-                check_declaration(self.client_training)
+                knowledge_from_declaration(self.client_training)
             except GradinvError as exc:
                 problems.append(str(exc))
         if problems:

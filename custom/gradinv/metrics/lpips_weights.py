@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from gradinv.hashing import sha256_of_file
 from gradinv.errors import AssetMissingError, GradinvError
+from gradinv.hashing import sha256_of_file
 from gradinv.paths import weights_dir
 
 WEIGHTS_FILENAME = "lpips_alex_v0.1.pt"

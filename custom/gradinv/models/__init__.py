@@ -5,8 +5,8 @@
 inside its forward, so the attacker optimises images in the client's own input space.
 """
 
-from gradinv.models.registry import MODEL_NAMES, DEFAULT_MODEL, build_model, describe_models
 from gradinv.models.bn_cnn import BNConvNet
 from gradinv.models.paper_resnet import PaperResNet18
+from gradinv.models.registry import DEFAULT_MODEL, MODEL_NAMES, build_model, describe_models
 
 __all__ = ["MODEL_NAMES", "DEFAULT_MODEL", "build_model", "describe_models", "BNConvNet", "PaperResNet18"]

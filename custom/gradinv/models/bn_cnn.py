@@ -25,8 +25,14 @@ class BNConvNet(nn.Module):
             is built from these arguments in the server process, so a seed here makes it reproducible.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, resolution: int = 64, widths: Sequence[int] = (16, 32, 64),
-                 init_seed: int | None = None):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        resolution: int = 64,
+        widths: Sequence[int] = (16, 32, 64),
+        init_seed: int | None = None,
+    ):
         super().__init__()
         self.init_seed = init_seed
         with torch.random.fork_rng(enabled=init_seed is not None, devices=[]):
@@ -37,7 +43,9 @@ class BNConvNet(nn.Module):
     def _build(self, in_channels: int, num_classes: int, resolution: int, widths: Sequence[int]) -> None:
         downsampling = 2 ** (len(widths) - 1)
         if resolution % downsampling:
-            raise ValueError(f"resolution {resolution} must be divisible by {downsampling} for {len(widths)} conv blocks")
+            raise ValueError(
+                f"resolution {resolution} must be divisible by {downsampling} for {len(widths)} conv blocks"
+            )
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.resolution = resolution

@@ -19,21 +19,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradinv.artifact_layout import (  # noqa: F401 - the run folder's names, re-exported for the readers
+    GLOBAL_METRICS_CSV,
+    GRADINV_SUBDIR,
+    METRICS_COLUMNS,
+    METRICS_CSV,
+    RECONSTRUCTION_NPZ,
+    RECONSTRUCTION_PNG,
+    SETTINGS_JSON,
+    SITE_ROUND_METRICS_JSON,
+    TENSORBOARD_SUBDIR,
+)
 from gradinv.errors import GradinvError
-
-GRADINV_SUBDIR = "gradinv"
-METRICS_CSV = "metrics.csv"
-SETTINGS_JSON = "settings.json"
-GLOBAL_METRICS_CSV = "global_metrics.csv"
-SITE_ROUND_METRICS_JSON = "metrics.json"
-RECONSTRUCTION_PNG = "reconstruction.png"
-TENSORBOARD_SUBDIR = "tensorboard"
-
-METRICS_COLUMNS = (
-    "round", "site", "num_images", "num_steps", "status", "replay", "decision", "reason", "ssim", "psnr", "lpips",
-    "rdlv", "rdlv_max", "ssim_max", "visibly_leaked_fraction", "label_accuracy", "update_distance",
-    "bn_residual", "leak_score", "iterations", "seconds", "device", "preset",
-)  # fmt: skip
 
 # A POC download is <dir>/<job_id>/workspace/gradinv and a simulator workspace <ws>/server/simulate_job/gradinv;
 # four levels cover both without walking a whole disk when someone passes their home folder.
