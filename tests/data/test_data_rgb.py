@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import gradient_image, write_dicom, write_png
 from PIL import Image
 from skimage import data
 
 from gradinv.data import load_image, load_images, read_image_unit
 from gradinv.errors import DataError
+
+from .data_helpers import gradient_image, write_dicom, write_png
 
 
 @pytest.fixture

@@ -32,8 +32,8 @@ from .fl_helpers import (
 
 
 def make_filter(**overrides):
-    settings = dict(model="bn_cnn", input_shape=(1, RESOLUTION, RESOLUTION), attack_overrides={"iterations": 5}, prior="none", report=False,
-                    progress=False)
+    settings = dict(model="bn_cnn", input_shape=(1, RESOLUTION, RESOLUTION), attack_overrides={"iterations": 5},
+                    prior="none", report=False, progress=False)
     settings.update(overrides)
     return GradInversionAggregatorFilter(**settings)
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gradinv.fl import GradInversionAggregatorFilter, training_meta
 from gradinv.models import build_model
+
 from .fl_helpers import FakeServerEngine, result_context, send_round
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
