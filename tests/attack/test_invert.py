@@ -1,5 +1,7 @@
 """End to end: a real client's update is inverted back to its image."""
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,27 @@ def test_time_budget_stops_early_with_the_best_iterate(natural_images, client_up
     assert result.stopped == "time_budget"
     assert 0 < result.iterations < 100000
     assert torch.isfinite(result.images).all() and result.images.min() >= 0 and result.images.max() <= 1
+
+
+def test_an_attack_longer_than_its_budget_says_so_and_what_budget_it_needs(
+    natural_images, client_update, caplog, monkeypatch
+):
+    images, labels = natural_images(1, 32), torch.tensor([0])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    config = get_preset("fast", {"iterations": 1_000_000, "time_budget_s": 10.0, "compile": "off"})
+    # A clock that advances 10 ms per reading: the projection is tested, not this machine's speed.
+    readings = iter(range(10**9))
+    invert_module = importlib.import_module("gradinv.attack.invert")
+    monkeypatch.setattr(invert_module.time, "monotonic", lambda: 0.01 * next(readings))
+
+    with caplog.at_level("WARNING", logger="gradinv.attack.invert"):
+        result = attack_update(model, global_state, diff, recipe, 1, config, progress=False)
+
+    assert result.stopped == "time_budget"
+    assert result.projected_seconds > 1000 and result.diagnostics()["projected_seconds"] == result.projected_seconds
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert len(warnings) == 1 and "time budget is 10 s" in warnings[0] and "at least" in warnings[0]
 
 
 def test_attack_does_not_mutate_inputs(natural_images, client_update):

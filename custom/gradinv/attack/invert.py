@@ -63,6 +63,9 @@ class InversionResult:
     history: list[dict[str, float]]
     exchanges: list[str] = dataclasses.field(default_factory=list)
     """Region exchanges kept by the exchange search (see ``AttackConfig.exchange_rounds``), in order."""
+    projected_seconds: float | None = None
+    """The whole attack's wall time as projected from its first iterations' speed (the exchange search not
+    counted); None for an attack shorter than the measuring window."""
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -77,7 +80,38 @@ class InversionResult:
             "recovered_labels": self.recovered_labels,
             "label_counts_estimate": self.label_counts_estimate,
             "exchanges": self.exchanges,
+            "projected_seconds": self.projected_seconds,
         }
+
+
+class _TimeProjection:
+    """Projects an attack's wall time from the speed of its first iterations, for any model on any device, and
+    warns once when the projection exceeds the attack's time budget (the attack then stops early)."""
+
+    # Iterations before the window are left out: they include a compile and cold caches.
+    WINDOW = (5, 25)
+
+    def __init__(self, started: float, planned_iterations: int):
+        self.started, self.planned_iterations = started, planned_iterations
+        self.window_start: float | None = None
+        self.seconds: float | None = None
+
+    def observe(self, iteration: int, budget_s: float | None, description: str) -> None:
+        first, last = self.WINDOW
+        if iteration == first:
+            self.window_start = time.monotonic()
+        if iteration != last or self.window_start is None:
+            return
+        now = time.monotonic()
+        per_iteration = (now - self.window_start) / (last - first)
+        self.seconds = now - self.started + per_iteration * (self.planned_iterations - last - 1)
+        if budget_s is not None and self.seconds > budget_s:
+            logger.warning(
+                "%s: this attack needs about %.0f s (%.3g s per iteration x %d iterations) but its time budget is "
+                "%.0f s: it will stop early and score its best iterate so far. For the whole attack set its time "
+                "budget (time_budget_s) to at least %.0f s, use fewer iterations, or run it on a GPU.",
+                description, self.seconds, per_iteration, self.planned_iterations, budget_s, 1.1 * self.seconds,
+            )
 
 
 def invert(
@@ -138,6 +172,8 @@ def invert(
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
+    planned_iterations = runs * total_iterations + config.polish_iterations(inputs.num_images)
+    projection = _TimeProjection(started, planned_iterations)
 
     for restart in range(runs):
         generator = _run_generator(seed, restart)
@@ -198,6 +234,8 @@ def invert(
                 if config.clamp:
                     images.clamp_(0, 1)
             iterations_run += 1
+            if restart == 0:
+                projection.observe(iteration, config.time_budget_s, description)
             if iteration % 50 == 0 or iteration == total_iterations - 1:
                 record = {
                     "run": restart,
@@ -277,6 +315,7 @@ def invert(
         best_run=best["run"],
         history=history,
         exchanges=exchanges,
+        projected_seconds=projection.seconds,
     )
     logger.info(
         "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",

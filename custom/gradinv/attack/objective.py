@@ -16,6 +16,7 @@ from gradinv.attack.inputs import AttackInputs
 from gradinv.attack.losses import cosine_distance, image_l2, l2_sum_distance, mean_cosine_distance, total_variation_l2
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.replay import FunctionalReplay, ReplayResult, replay_running_stats
+from gradinv.models.normalization import input_std
 from gradinv.recipe import TrainingRecipe
 
 
@@ -31,6 +32,11 @@ class InversionObjective:
         self.config = config
         self.inputs = inputs
         self.replay = FunctionalReplay(model, inputs.recipe, inputs.num_images, inputs.round_num)
+        # The total-variation prior is measured on what the model sees, (x - mean) / std: the matching terms'
+        # gradients scale with 1/std too, so a preset's balance between them holds whatever the client's
+        # normalisation (with std = 0.23, TV in pixel space would weigh ~4x less than the preset means).
+        std = input_std(model)
+        self.tv_input_scale = None if std is None else (1.0 / std).to(device)
         self.param_names = self.replay.param_names
         self.initial_params = {
             name: inputs.global_state[name].to(device, copy=True).requires_grad_(True) for name in self.param_names
@@ -113,7 +119,8 @@ class InversionObjective:
             terms["bn"] = self.bn_loss(replayed)
             total = total + bn_weight * terms["bn"]
         if config.tv_l2:
-            total = total + config.tv_l2 * total_variation_l2(images)
+            seen = images if self.tv_input_scale is None else images * self.tv_input_scale
+            total = total + config.tv_l2 * total_variation_l2(seen)
         if config.l2:
             total = total + config.l2 * image_l2(images)
         return total, terms

@@ -32,6 +32,7 @@ from nvflare.app_common.app_constant import AppConstants
 from nvflare.app_common.app_event_type import AppEventType
 
 from gradinv import __version__
+from gradinv.arrays import to_numpy
 from gradinv.attack import resolve_device
 from gradinv.errors import AttackInputError, GradinvError
 from gradinv.fl.artifacts import safe_path_part
@@ -119,7 +120,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return
         weights = from_shareable(task).data or {}
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: _to_numpy(value) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = {name: to_numpy(value, copy=True) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
@@ -217,7 +218,7 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _copy_update(
         self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
     ) -> UpdateToAudit:
-        data = {name: _to_numpy(value) for name, value in dxo.data.items()}
+        data = {name: to_numpy(value, copy=True) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
             self.log_info(
                 fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
@@ -394,12 +395,6 @@ class GradInversionAggregatorFilter(DXOFilter):
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy().copy()
-    return np.array(value, copy=True)
 
 
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:

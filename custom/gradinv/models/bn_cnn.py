@@ -14,7 +14,7 @@ class BNConvNet(nn.Module):
 
     The flatten head keeps spatial layout in the last layer's update, which is what makes a single
     client's images recoverable in CPU minutes; global-average-pool networks (ResNets) are not
-    (see ``shared/reference/attack.md`` §8).
+    (see ``docs/architectures.md``).
 
     Args:
         in_channels: image channels (1 = grayscale).

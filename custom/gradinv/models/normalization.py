@@ -54,6 +54,15 @@ class _NormalizeInput:
         return ((images - mean) / std, *args[1:])
 
 
+def input_std(model: nn.Module) -> torch.Tensor | None:
+    """The per-channel ``std`` (shape ``(1, C, 1, 1)``) that ``model`` divides its input by, when it was wrapped by
+    :func:`with_input_normalization`; None for a model that takes its input as it is."""
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, _NormalizeInput):
+            return hook.std
+    return None
+
+
 def with_input_normalization(model: nn.Module, normalize: Normalization | None) -> nn.Module:
     """A deep copy of ``model`` that feeds itself ``(x - mean) / std``; the model itself when ``normalize`` is None."""
     if normalize is None:

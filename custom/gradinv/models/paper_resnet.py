@@ -2,7 +2,7 @@
 
 The client of the paper normalises its inputs with ImageNet statistics after repeating the gray channel;
 that preprocessing is part of this module's forward so that the attack optimises a gray image in [0, 1]
-(the released attack code skipped it; ``shared/reference/attack.md`` §4 defect 8).
+(the released attack code skipped it, so its attack inverted a different function than the client trained).
 """
 
 from __future__ import annotations

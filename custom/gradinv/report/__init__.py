@@ -16,7 +16,6 @@ import importlib
 
 _EXPORTS = {
     "build_report": "gradinv.report.run_report",
-    "VISIBLY_LEAKED_SSIM": "gradinv.report.run_report",
     "find_gradinv_dir": "gradinv.report.artifacts",
     "load_run_artifacts": "gradinv.report.artifacts",
     "read_csv_rows": "gradinv.report.artifacts",

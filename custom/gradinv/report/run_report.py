@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gradinv import __version__
+from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import (
     METRICS_COLUMNS,
     METRICS_CSV,
@@ -40,9 +41,6 @@ from gradinv.report.html import (
 from gradinv.report.plots import plot_metric_per_round, plot_test_accuracy
 
 REPORT_FILENAME = "report.html"
-
-# Measured calibration (reference/attack.md §6): at SSIM ≈ 0.5 an image is clearly recognisable.
-VISIBLY_LEAKED_SSIM = 0.5
 
 EMPTY_CELL = "—"
 
