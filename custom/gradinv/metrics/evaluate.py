@@ -40,9 +40,8 @@ from gradinv.metrics.similarity import (
     ssim_matrix,
 )
 
-# Calibrated by eye on this project's reconstructions: at SSIM >= 0.5 the image is clearly recognisable.
 VISIBLY_LEAKED_SSIM = 0.5
-"""SSIM at which a reconstruction is clearly recognisable (visual calibration, attack reference section 6)."""
+"""SSIM at which a reconstruction is clearly recognisable (calibrated by eye on this project's reconstructions)."""
 
 _RANGE_TOLERANCE = 1e-6  # float32 round-off of images normalised to [0, 1]
 
