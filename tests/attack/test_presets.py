@@ -1,4 +1,4 @@
-"""Presets as data: the ``gap`` preset and its loss options, choosing a preset by structure, expected time."""
+"""Presets as data: the ``gap`` preset and its loss options, choosing a preset by structure."""
 
 import pytest
 import torch
@@ -8,14 +8,7 @@ from gradinv.attack import get_preset
 from gradinv.attack.inputs import validate_attack_inputs
 from gradinv.attack.losses import mean_cosine_distance
 from gradinv.attack.objective import InversionObjective
-from gradinv.attack.presets import (
-    PRESETS,
-    SECONDS_PER_ITERATION_CPU,
-    expected_seconds,
-    head_kind,
-    preset_for_model,
-    registry_name,
-)
+from gradinv.attack.presets import PRESETS, head_kind, preset_for_model
 from gradinv.errors import AttackInputError
 from gradinv.models import BNConvNet
 from gradinv.recipe import TrainingRecipe
@@ -56,17 +49,6 @@ def test_preset_for_model_picks_by_head_structure():
     for model in (_PooledByModule(), _PooledInForward()):
         assert head_kind(model) == "pooled" and preset_for_model(model) == "gap"
     assert all(preset_for_model(model) in PRESETS for model in (BNConvNet(resolution=16), _PooledByModule()))
-
-
-def test_expected_seconds_scales_with_iterations_images_and_pixels():
-    config = get_preset("fast")
-    resolution, per_iteration = SECONDS_PER_ITERATION_CPU["bn_cnn"]
-    assert expected_seconds("bn_cnn", config, 1) == pytest.approx(config.iterations * per_iteration)
-    assert expected_seconds("bn_cnn", config, 1, resolution=2 * resolution) == pytest.approx(
-        4 * config.iterations * per_iteration)
-    two = config.runs(2) * config.total_iterations(2) + config.polish_iterations(2)
-    assert expected_seconds(BNConvNet(resolution=resolution), config, 2) == pytest.approx(two * 2 * per_iteration)
-    assert registry_name(_PooledByModule()) is None and expected_seconds(_PooledByModule(), config, 1) is None
 
 
 def test_mean_cosine_distance_weights_every_tensor_alike():

@@ -335,25 +335,6 @@ PRESETS: dict[str, AttackConfig] = {
     ),
 }
 
-#: Seconds per attack iteration of each registry model, 1 image (batch of 1), one CPU thread of the project's
-#: 2-core development machine with little else running, eager step; at 64 px (``resnet18``: 224 px). A 1-image
-#: client's iteration; other sizes and resolutions are scaled by :func:`expected_seconds`. Measured: see
-#: docs/architectures.md (under load from other processes, expect up to 2x).
-SECONDS_PER_ITERATION_CPU: dict[str, tuple[int, float]] = {
-    "bn_cnn": (64, 0.010),
-    "resnet18_monai": (64, 0.33),
-    "densenet121": (64, 0.29),
-    "resnet18": (224, 2.3),
-}
-#: (class name, number of BatchNorm layers) of each registry model, to recognise an instance.
-_REGISTRY_SIGNATURES: dict[tuple[str, int], str] = {
-    ("BNConvNet", 3): "bn_cnn",
-    ("ResNet", 20): "resnet18_monai",
-    ("DenseNet121", 121): "densenet121",
-    ("PaperResNet18", 20): "resnet18",
-}
-
-
 def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> AttackConfig:
     """The named preset with optional overrides (e.g. ``{"iterations": 300}``)."""
     if name not in PRESETS:
@@ -401,33 +382,3 @@ def preset_for_model(model: Any) -> str:
     """The preset to attack ``model`` with: ``"fast"`` for a flatten head (the last layer's update holds the
     image's layout), ``"gap"`` for a head that pools over space (see :func:`head_kind`)."""
     return "gap" if head_kind(model) == "pooled" else "fast"
-
-
-def registry_name(model: Any) -> str | None:
-    """The registry name (:mod:`gradinv.models`) of ``model`` (a name or an instance), None when not recognised."""
-    if isinstance(model, str):
-        return model if model in SECONDS_PER_ITERATION_CPU else None
-    from torch import nn
-
-    batch_norms = sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
-    return _REGISTRY_SIGNATURES.get((type(model).__name__, batch_norms))
-
-
-def expected_seconds(model: Any, config: AttackConfig, num_images: int, resolution: int | None = None) -> float | None:
-    """Rough CPU wall time of an attack with ``config`` on a client of ``num_images`` images, or None for a model
-    without a measurement in :data:`SECONDS_PER_ITERATION_CPU`.
-
-    Counts every run's iterations and the polish, scales the measured 1-image iteration linearly with the images
-    per iteration and with the pixel count (``resolution``: the model's own when None, else the measured one); the
-    exchange search's extra iterations are not counted. For warning when an attack's budget is too short, not a
-    promise: a busy CPU is slower, a compiled step faster.
-    """
-    name = registry_name(model)
-    if name is None:
-        return None
-    measured_resolution, seconds = SECONDS_PER_ITERATION_CPU[name]
-    if resolution is None:
-        resolution = getattr(model, "resolution", None) or measured_resolution
-    per_iteration = seconds * num_images * (resolution / measured_resolution) ** 2
-    iterations = config.runs(num_images) * config.total_iterations(num_images) + config.polish_iterations(num_images)
-    return iterations * per_iteration
