@@ -78,7 +78,9 @@ class AttackConfig:
         update_layers: ``joint`` (one cosine distance over all parameter updates together) or ``mean`` (the mean of
             each tensor's own cosine distance, tensors with a zero observed update left out): on a ResNet the
             stem convolution holds ~80 % of the squared update norm and so decides the joint cosine alone.
-        tv_l2: weight of the reference total-variation prior.
+        tv_l2: weight of the total-variation prior, measured on the model's input ``(x - mean) / std``. 3e-4 (3x
+            the reference code's 1e-4) lifted RGB single images from SSIM 0.75 to 0.82 and left grayscale ones
+            unchanged (docs/own-job.md).
         l2: weight of the image-norm prior.
         energy: Langevin noise on the image after each step, std = energy x current lr.
         init: ``prior`` (start every slot from the prior image plus small seeded noise) or ``random``.
@@ -149,7 +151,7 @@ class AttackConfig:
     bn_mode: str = "exact"
     bn_scale: str = "absolute"
     update_layers: str = "joint"
-    tv_l2: float = 1e-4
+    tv_l2: float = 3e-4
     l2: float = 1e-5
     energy: float = 0.1
     init: str = "prior"
@@ -306,6 +308,7 @@ PRESETS: dict[str, AttackConfig] = {
         update_cosine=0.0,
         update_l2=1e-3,
         bn=0.1,
+        tv_l2=1e-4,
         bn_end=None,
         bn_mode="single_step",
         init_noise=0.0,
@@ -329,6 +332,7 @@ PRESETS: dict[str, AttackConfig] = {
         bn=1.0,
         bn_end=None,
         bn_scale="relative",
+        tv_l2=1e-4,
         coarse_to_fine=(),
         polish=0.0,
         exchange_rounds=0,
