@@ -39,8 +39,9 @@ from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
 from gradinv.fl.job_model import job_model
 from gradinv.fl.meta import META_TEST_ACCURACY
-from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory
+from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
 from gradinv.fl.settings import AuditSettings
+from gradinv.fl.spill import attack_spilled_update, pending_dir, spill_update
 from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
 _SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(AuditSettings))
@@ -80,6 +81,10 @@ class GradInversionAggregatorFilter(DXOFilter):
         num_threads: int | None = None,
         report: bool = True,
         progress: bool = True,
+        audit_max_pending: int = 2,
+        audit_policy: str = "all",
+        drain_timeout_s: float = 600.0,
+        keep_updates: bool = False,
     ):
         super().__init__(
             supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
@@ -301,37 +306,53 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
         with self._lock:
             if self._background is None:
+                settings = self.settings
                 self._background = BackgroundAudits(
                     functools.partial(self._attack_in_background, fl_ctx),
                     functools.partial(self._background_crash, fl_ctx),
+                    functools.partial(spill_update, folder=pending_dir(self._auditor.writer.out_dir)),
+                    functools.partial(self._account, fl_ctx),
+                    max_in_memory=settings.audit_max_pending,
+                    policy=settings.audit_policy,
                 )
-        waiting = self._background.submit(update)
+        waiting = self._background.submit(update.round_num, update.site, update)
         self.log_info(
             fl_ctx,
-            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting)",
+            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting, "
+            f"{self._background.in_memory()} in memory)",
         )
 
-    def _attack_in_background(self, fl_ctx: FLContext, update: UpdateToAudit) -> None:
-        started = time.monotonic()
-        try:
-            outcome = self._auditor.audit(update, time_budget_s=self.settings.time_budget_s)
-        except Exception as exc:  # noqa: BLE001 - recorded as the update's row; the worker goes on
-            status = "invalid" if isinstance(exc, AttackInputError) else "error"
-            self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: {status}: {exc}")
-            self._auditor.record_failure(
-                update.round_num, update.site, status, "pass", str(exc), update.meta, time.monotonic() - started
-            )
-            return
-        self._log_outcome(fl_ctx, outcome.row)
-        self._write_tensorboard(outcome.row)
+    def _attack_in_background(self, fl_ctx: FLContext, item: Queued[UpdateToAudit]) -> None:
+        attack_spilled_update(self._auditor, item, self.settings, log_error=lambda text: self.log_error(fl_ctx, text),
+                              on_row=lambda row: self._on_background_row(fl_ctx, row))
 
-    def _background_crash(self, fl_ctx: FLContext, update: UpdateToAudit, exc: BaseException) -> None:
-        self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: could not be recorded: {exc}")
+    def _on_background_row(self, fl_ctx: FLContext, row: Mapping[str, Any]) -> None:
+        self._log_outcome(fl_ctx, row)
+        self._write_tensorboard(row)
+
+    def _account(self, fl_ctx: FLContext, item: Queued[UpdateToAudit], status: str, reason: str) -> None:
+        """The row of an update audit mode does not attack (skipped by the policy, or left at the drain deadline)."""
+        self.log_warning(fl_ctx, f"gradinv: round {item.round_num} {item.site}: {status}: {reason}")
+        meta = item.job.meta if item.job is not None else None
+        self._auditor.record_failure(item.round_num, item.site, status, "pass", reason, meta)
+
+    def _background_crash(self, fl_ctx: FLContext, item: Queued[UpdateToAudit], exc: BaseException) -> None:
+        self.log_error(fl_ctx, f"gradinv: round {item.round_num} {item.site}: could not be recorded: {exc}")
 
     def _finish_run(self, fl_ctx: FLContext) -> None:
         if self._background is not None:
-            self.log_info(fl_ctx, f"gradinv: end of run, draining {self._background.waiting()} queued attack(s)")
-            self._background.drain()
+            timeout = self.settings.drain_timeout_s
+            self.log_info(
+                fl_ctx,
+                f"gradinv: end of run, draining {self._background.waiting()} queued attack(s) for at most {timeout} s",
+            )
+            left = self._background.drain(timeout)
+            if left:
+                self.log_warning(
+                    fl_ctx,
+                    f"gradinv: {len(left)} update(s) not attacked by the drain deadline; they stay spilled under "
+                    f"{pending_dir(self._auditor.writer.out_dir)}: run `gradinv audit RUN_DIR` to attack them",
+                )
         if self._auditor is None:
             return
         from gradinv.report import close_tensorboard_writers
