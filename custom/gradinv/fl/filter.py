@@ -282,7 +282,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                         settings.model, num_classes=settings.num_classes, input_shape=settings.input_shape
                     )
                 self._auditor = LeakageAuditor(
-                    out_dir, model, settings, audit_datalists=_audit_datalists(settings.audit_datalists)
+                    out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists)
                 )
                 self._auditor.writer.write_settings(
                     {
@@ -385,7 +385,7 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _final_test_accuracy(self, fl_ctx: FLContext) -> dict[str, Any] | None:
         """Accuracy of the model FedAvg ends with, when audit datalists give a test split."""
         learnable = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
-        datalists = _audit_datalists(self.settings.audit_datalists)
+        datalists = datalists_by_site(self.settings.audit_datalists)
         weights = learnable.get("weights") if isinstance(learnable, Mapping) else None
         if not weights or not datalists:
             return None
@@ -436,7 +436,7 @@ def _blocked_shareable(shareable: Shareable) -> Shareable:
         return shareable
 
 
-def _audit_datalists(setting: str | None) -> dict[str, Path]:
+def datalists_by_site(setting: str | None) -> dict[str, Path]:
     """``{site: datalist}`` from a folder of ``<site>.json`` files or a JSON mapping file."""
     if not setting:
         return {}
