@@ -42,6 +42,7 @@ from gradinv.fl.meta import META_TEST_ACCURACY
 from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
 from gradinv.fl.settings import AuditSettings
 from gradinv.fl.spill import attack_spilled_update, pending_dir, spill_update
+from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
 _SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(AuditSettings))
@@ -85,6 +86,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         audit_policy: str = "all",
         drain_timeout_s: float = 600.0,
         keep_updates: bool = False,
+        audit_workers: int | None = None,
     ):
         super().__init__(
             supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
@@ -102,6 +104,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._test_accuracy: dict[int, dict[str, float]] = {}
         self._decisions = DecisionMemory()
         self._background: BackgroundAudits[UpdateToAudit] | None = None
+        self._processes: AttackProcesses | None = None
         self._lock = threading.Lock()
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -307,14 +310,23 @@ class GradInversionAggregatorFilter(DXOFilter):
         with self._lock:
             if self._background is None:
                 settings = self.settings
+                out_dir = self._auditor.writer.out_dir
+                workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
+                attack = functools.partial(self._attack_in_background, fl_ctx)
+                if workers:  # the processes read every update from disk: none is held in this process
+                    self._processes = AttackProcesses(workers, out_dir, self._auditor.model, settings, self._auditor)
+                    attack = self._processes.attack
                 self._background = BackgroundAudits(
-                    functools.partial(self._attack_in_background, fl_ctx),
+                    attack,
                     functools.partial(self._background_crash, fl_ctx),
-                    functools.partial(spill_update, folder=pending_dir(self._auditor.writer.out_dir)),
+                    functools.partial(spill_update, folder=pending_dir(out_dir)),
                     functools.partial(self._account, fl_ctx),
-                    max_in_memory=settings.audit_max_pending,
+                    max_in_memory=0 if workers else settings.audit_max_pending,
                     policy=settings.audit_policy,
+                    workers=max(1, workers),
                 )
+                if workers:
+                    self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
         waiting = self._background.submit(update.round_num, update.site, update)
         self.log_info(
             fl_ctx,
@@ -346,7 +358,11 @@ class GradInversionAggregatorFilter(DXOFilter):
                 fl_ctx,
                 f"gradinv: end of run, draining {self._background.waiting()} queued attack(s) for at most {timeout} s",
             )
-            left = self._background.drain(timeout)
+            try:
+                left = self._background.drain(timeout)
+            finally:
+                if self._processes is not None:
+                    self._processes.close()
             if left:
                 self.log_warning(
                     fl_ctx,

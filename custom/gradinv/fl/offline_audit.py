@@ -28,8 +28,9 @@ def audit_spilled_run(
 ) -> list[dict[str, Any]]:
     """Attack every spilled update of a run; returns their rows (also written to its ``metrics.csv``).
 
-    Each update's ``not_attacked`` row is replaced by the row its attack writes, so the run keeps exactly one row per
-    update. Raises :class:`DataError` when the folder holds no audit-mode run or its settings cannot be used.
+    Each update's ``not_attacked`` (or dead-process ``error``) row is replaced by the row its attack writes, so the
+    run keeps exactly one row per update. Raises :class:`DataError` when the folder holds no gradinv run or its
+    settings cannot be used.
     """
     from gradinv.fl.filter import datalists_by_site
     from gradinv.report.artifacts import find_gradinv_dir
@@ -41,7 +42,7 @@ def audit_spilled_run(
     rows = []
     for path in spilled_updates(out_dir):
         update = load_update(path)
-        _drop_not_attacked_row(out_dir, path.name)
+        _drop_unattacked_row(out_dir, path.name)
         item = Queued(update.round_num, update.site, update, path)
         rows.append(attack_spilled_update(auditor, item, settings, _log.error, lambda row: None))
     return rows
@@ -63,14 +64,15 @@ def _run_settings(out_dir: Path, device: str | None, model: str | None) -> Audit
     return AuditSettings(**{name: value for name, value in recorded.items() if name in known})
 
 
-def _drop_not_attacked_row(out_dir: Path, spill_name: str) -> None:
-    """Remove the ``not_attacked`` row that names ``spill_name`` (the drain deadline wrote it) from metrics.csv."""
+def _drop_unattacked_row(out_dir: Path, spill_name: str) -> None:
+    """Remove the row that names ``spill_name`` (``not_attacked`` at the drain deadline, ``error`` when an attack
+    process died) from metrics.csv: the attack about to run writes the update's row."""
     path = out_dir / METRICS_CSV
     if not path.exists():
         return
     with open(path, newline="") as handle:
         kept = [row for row in csv.DictReader(handle)
-                if not (row.get("status") == "not_attacked" and spill_name in (row.get("reason") or ""))]
+                if not (row.get("status") in ("not_attacked", "error") and spill_name in (row.get("reason") or ""))]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
     writer.writeheader()

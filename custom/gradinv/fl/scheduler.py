@@ -33,7 +33,7 @@ class Queued(Generic[Job]):
 
 
 class BackgroundAudits(Generic[Job]):
-    """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked one at a time.
+    """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked by ``workers``.
 
     Memory stays bounded however slow the attack is: beyond ``max_in_memory`` copies (queued or under attack) an
     update goes to disk through ``spill`` and the queue holds only its path. With ``policy="latest_per_site"`` a
@@ -50,6 +50,7 @@ class BackgroundAudits(Generic[Job]):
         account: Callable[[Queued[Job], str, str], None],
         max_in_memory: int = 2,
         policy: str = "all",
+        workers: int = 1,
     ):
         if policy not in AUDIT_POLICIES:
             raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}")
@@ -57,10 +58,11 @@ class BackgroundAudits(Generic[Job]):
         self._max_in_memory, self._policy = max_in_memory, policy
         self._queue: collections.deque[Queued[Job]] = collections.deque()
         self._in_memory = 0  # queued in memory + under attack in memory
-        self._busy = False
+        self._busy = 0  # attacks under way
         self._stopping = False
         self._changed = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._worker_count = workers
+        self._workers: list[threading.Thread] = []
 
     def submit(self, round_num: int, site: str, job: Job) -> int:
         """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting."""
@@ -89,9 +91,13 @@ class BackgroundAudits(Generic[Job]):
                 return self.waiting()
         with self._changed:
             self._queue.append(item)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="gradinv-audit", daemon=True)
-                self._worker.start()
+            if not self._workers:
+                self._workers = [
+                    threading.Thread(target=self._run, name=f"gradinv-audit-{number}", daemon=True)
+                    for number in range(self._worker_count)
+                ]
+                for worker in self._workers:
+                    worker.start()
             self._changed.notify_all()
             return len(self._queue)
 
@@ -107,7 +113,7 @@ class BackgroundAudits(Generic[Job]):
     def drain(self, timeout_s: float | None = None) -> list[Queued[Job]]:
         """Attack what is queued for at most ``timeout_s``, then stop; returns the items left unattacked.
 
-        The attack running at the deadline finishes (its own time budget bounds it). Left items still in memory are
+        The attacks running at the deadline finish (its own time budget bounds it). Left items still in memory are
         spilled, so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -121,8 +127,8 @@ class BackgroundAudits(Generic[Job]):
             left = list(self._queue)
             self._queue.clear()
             self._changed.notify_all()
-            worker, self._worker = self._worker, None
-        if worker is not None:
+            workers, self._workers = self._workers, []
+        for worker in workers:
             worker.join()
         for item in left:
             self._leave(item, timeout_s)
@@ -154,7 +160,7 @@ class BackgroundAudits(Generic[Job]):
                 if self._stopping:
                     return
                 item = self._queue.popleft()
-                self._busy = True
+                self._busy += 1
             try:
                 self._attack(item)
             except Exception as exc:  # noqa: BLE001 - one bad update must not stop the worker
@@ -162,7 +168,7 @@ class BackgroundAudits(Generic[Job]):
             finally:
                 with self._changed:
                     self._in_memory -= item.job is not None
-                    self._busy = False
+                    self._busy -= 1
                     self._changed.notify_all()
 
 

@@ -75,6 +75,9 @@ class AuditSettings:
         drain_timeout_s: at the end of the run, how long the queue is drained; what is left gets a ``not_attacked``
             row and stays spilled for ``gradinv audit RUN_DIR``.
         keep_updates: keep spilled updates after their attack (by default they are deleted once attacked).
+        audit_workers: in ``audit`` mode, attack processes beside the server's job process; each update is spilled
+            and read by path. ``0``: one background thread in the server process. ``None`` (default): one process
+            per GPU where there are GPUs, else ``0``.
     """
 
     model: ModelSpec | None = None
@@ -104,6 +107,7 @@ class AuditSettings:
     audit_policy: str = "all"
     drain_timeout_s: float = 600.0
     keep_updates: bool = False
+    audit_workers: int | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -148,6 +152,8 @@ class AuditSettings:
             problems.append(f"audit_datalists must be a path or None, got {self.audit_datalists!r}")
         if not (_is_int(self.audit_max_pending) and self.audit_max_pending >= 1):
             problems.append(f"audit_max_pending must be an integer >= 1, got {self.audit_max_pending!r}")
+        if self.audit_workers is not None and not (_is_int(self.audit_workers) and self.audit_workers >= 0):
+            problems.append(f"audit_workers must be an integer >= 0 or None, got {self.audit_workers!r}")
         if self.audit_policy not in AUDIT_POLICIES:
             problems.append(f"audit_policy must be one of {AUDIT_POLICIES}, got {self.audit_policy!r}")
         if not (_is_finite_number(self.drain_timeout_s) and self.drain_timeout_s >= 0):
