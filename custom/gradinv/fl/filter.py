@@ -128,7 +128,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return
         weights = from_shareable(task).data or {}
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: to_numpy(value, copy=True) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = {name: _own_copy(value) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
@@ -226,7 +226,7 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _copy_update(
         self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
     ) -> UpdateToAudit:
-        data = {name: to_numpy(value, copy=True) for name, value in dxo.data.items()}
+        data = {name: _own_copy(value) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
             self.log_info(
                 fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
@@ -432,6 +432,15 @@ class GradInversionAggregatorFilter(DXOFilter):
 
 def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _own_copy(value: Any) -> np.ndarray:
+    """A numpy copy of one received tensor; NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive
+    as lazy references, read from disk here, once per attacked update (the shareable keeps its references)."""
+    materialize = getattr(value, "materialize", None)
+    if callable(materialize):
+        return to_numpy(materialize())  # already a fresh tensor: no second copy
+    return to_numpy(value, copy=True)
 
 
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
