@@ -30,7 +30,7 @@ EOF
 }
 
 main() {
-  route=api workdir=./workspace/poc-e2e sites=2 rounds=2 iterations=50 keep=0
+  route=api workdir=./workspace/poc-e2e sites=2 rounds=2 iterations=50 keep=0 audit_workers=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --route) route="$2"; shift 2 ;;
@@ -38,6 +38,7 @@ main() {
       --sites) sites="$2"; shift 2 ;;
       --rounds) rounds="$2"; shift 2 ;;
       --iterations) iterations="$2"; shift 2 ;;
+      --audit-workers) audit_workers="$2"; shift 2 ;;
       --keep) keep=1; shift ;;
       -h|--help) usage; exit 0 ;;
       *) usage >&2; echo "e2e: error: unknown option $1" >&2; exit 2 ;;
@@ -61,7 +62,9 @@ main() {
   prepared=1   # from here on the trap stops and cleans (the workdir was empty: all in it is ours)
   step "prepare" poc prepare --sites "$sites"
   step "start" poc start
-  step "submit ($route)" poc submit --route "$route" --rounds "$rounds" --iterations "$iterations"
+  local submit_args=(--route "$route" --rounds "$rounds" --iterations "$iterations")
+  [[ -z "$audit_workers" ]] || submit_args+=(--audit-workers "$audit_workers")
+  step "submit ($route${audit_workers:+, audit mode, $audit_workers attack processes})" poc submit "${submit_args[@]}"
   step "wait" poc wait
   step "download" poc download
   step "check metrics" poc check

@@ -312,7 +312,7 @@ require_running() {
 }
 
 cmd_submit() {
-  local route=api job="" rounds=2 iterations=50 min_clients="" name="gradinv_poc" check_running=1
+  local route=api job="" rounds=2 iterations=50 min_clients="" name="gradinv_poc" check_running=1 audit_workers=""
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --route) route="$2"; shift 2 ;;
@@ -320,6 +320,7 @@ cmd_submit() {
       --rounds) rounds="$2"; shift 2 ;;
       --iterations) iterations="$2"; shift 2 ;;
       --min-clients) min_clients="$2"; shift 2 ;;
+      --audit-workers) audit_workers="$2"; shift 2 ;;
       --name) name="$2"; shift 2 ;;
       --no-running-check) check_running=0; shift ;;   # for tests of each route's own error when POC is down
       --connect-timeout) export GRADINV_POC_CONNECT_TIMEOUT="$2"; shift 2 ;;
@@ -335,6 +336,7 @@ cmd_submit() {
     local export_args=(--datalists "$DATALISTS" --out "$JOBS_DIR" --name "$name" --rounds "$rounds")
     [[ -n "$iterations" && "$iterations" != 0 ]] && export_args+=(--iterations "$iterations")
     [[ -n "$min_clients" ]] && export_args+=(--min-clients "$min_clients")
+    [[ -n "$audit_workers" ]] && export_args+=(--audit-workers "$audit_workers")
     helper export "${export_args[@]}" || die "could not export the job"
     job="$JOBS_DIR/$name"
   else

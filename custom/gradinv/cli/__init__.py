@@ -1,4 +1,4 @@
-"""The ``gradinv`` command: ``demo | attack | report | data | sweep | assets | bench-case``.
+"""The ``gradinv`` command: ``demo | attack | audit | report | data | sweep | assets | bench-case``.
 
 The front-end layer: one module per subcommand in this package, each exposing ``register(subparsers)``. Those
 modules import only argparse-level code; each command imports what it drives (the attack core, the NVFlare job,
@@ -14,12 +14,12 @@ import os
 import sys
 
 from gradinv import __version__
-from gradinv.cli import assets, attack, bench_case, data, demo, report, sweep
+from gradinv.cli import assets, attack, audit, bench_case, data, demo, report, sweep
 from gradinv.cli.common import OneLineArgumentParser, one_line
 from gradinv.errors import GradinvError
 
 #: The subcommands, in the order ``gradinv --help`` lists them.
-SUBCOMMANDS = (demo, attack, report, data, sweep, assets, bench_case)
+SUBCOMMANDS = (demo, attack, audit, report, data, sweep, assets, bench_case)
 #: Exit status after stdout was closed by its reader (128 + SIGPIPE, what a shell reports for such a kill).
 BROKEN_PIPE_STATUS = 141
 

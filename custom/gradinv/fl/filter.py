@@ -39,8 +39,10 @@ from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
 from gradinv.fl.job_model import job_model
 from gradinv.fl.meta import META_TEST_ACCURACY
-from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory
+from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
 from gradinv.fl.settings import AuditSettings
+from gradinv.fl.spill import attack_spilled_update, pending_dir, spill_update
+from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
 _SETTING_NAMES = frozenset(field.name for field in dataclasses.fields(AuditSettings))
@@ -80,6 +82,11 @@ class GradInversionAggregatorFilter(DXOFilter):
         num_threads: int | None = None,
         report: bool = True,
         progress: bool = True,
+        audit_max_pending: int = 2,
+        audit_policy: str = "all",
+        drain_timeout_s: float = 600.0,
+        keep_updates: bool = False,
+        audit_workers: int | None = None,
     ):
         super().__init__(
             supported_data_kinds=[DataKind.WEIGHT_DIFF, DataKind.WEIGHTS],
@@ -97,6 +104,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._test_accuracy: dict[int, dict[str, float]] = {}
         self._decisions = DecisionMemory()
         self._background: BackgroundAudits[UpdateToAudit] | None = None
+        self._processes: AttackProcesses | None = None
         self._lock = threading.Lock()
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -120,7 +128,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return
         weights = from_shareable(task).data or {}
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: to_numpy(value, copy=True) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = {name: _own_copy(value) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
@@ -218,7 +226,7 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _copy_update(
         self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
     ) -> UpdateToAudit:
-        data = {name: to_numpy(value, copy=True) for name, value in dxo.data.items()}
+        data = {name: _own_copy(value) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
             self.log_info(
                 fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
@@ -277,7 +285,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                         settings.model, num_classes=settings.num_classes, input_shape=settings.input_shape
                     )
                 self._auditor = LeakageAuditor(
-                    out_dir, model, settings, audit_datalists=_audit_datalists(settings.audit_datalists)
+                    out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists)
                 )
                 self._auditor.writer.write_settings(
                     {
@@ -301,37 +309,66 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
         with self._lock:
             if self._background is None:
+                settings = self.settings
+                out_dir = self._auditor.writer.out_dir
+                workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
+                attack = functools.partial(self._attack_in_background, fl_ctx)
+                if workers:  # the processes read every update from disk: none is held in this process
+                    self._processes = AttackProcesses(workers, out_dir, self._auditor.model, settings, self._auditor)
+                    attack = self._processes.attack
                 self._background = BackgroundAudits(
-                    functools.partial(self._attack_in_background, fl_ctx),
+                    attack,
                     functools.partial(self._background_crash, fl_ctx),
+                    functools.partial(spill_update, folder=pending_dir(out_dir)),
+                    functools.partial(self._account, fl_ctx),
+                    max_in_memory=0 if workers else settings.audit_max_pending,
+                    policy=settings.audit_policy,
+                    workers=max(1, workers),
                 )
-        waiting = self._background.submit(update)
+                if workers:
+                    self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
+        waiting = self._background.submit(update.round_num, update.site, update)
         self.log_info(
             fl_ctx,
-            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting)",
+            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting, "
+            f"{self._background.in_memory()} in memory)",
         )
 
-    def _attack_in_background(self, fl_ctx: FLContext, update: UpdateToAudit) -> None:
-        started = time.monotonic()
-        try:
-            outcome = self._auditor.audit(update, time_budget_s=self.settings.time_budget_s)
-        except Exception as exc:  # noqa: BLE001 - recorded as the update's row; the worker goes on
-            status = "invalid" if isinstance(exc, AttackInputError) else "error"
-            self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: {status}: {exc}")
-            self._auditor.record_failure(
-                update.round_num, update.site, status, "pass", str(exc), update.meta, time.monotonic() - started
-            )
-            return
-        self._log_outcome(fl_ctx, outcome.row)
-        self._write_tensorboard(outcome.row)
+    def _attack_in_background(self, fl_ctx: FLContext, item: Queued[UpdateToAudit]) -> None:
+        attack_spilled_update(self._auditor, item, self.settings, log_error=lambda text: self.log_error(fl_ctx, text),
+                              on_row=lambda row: self._on_background_row(fl_ctx, row))
 
-    def _background_crash(self, fl_ctx: FLContext, update: UpdateToAudit, exc: BaseException) -> None:
-        self.log_error(fl_ctx, f"gradinv: round {update.round_num} {update.site}: could not be recorded: {exc}")
+    def _on_background_row(self, fl_ctx: FLContext, row: Mapping[str, Any]) -> None:
+        self._log_outcome(fl_ctx, row)
+        self._write_tensorboard(row)
+
+    def _account(self, fl_ctx: FLContext, item: Queued[UpdateToAudit], status: str, reason: str) -> None:
+        """The row of an update audit mode does not attack (skipped by the policy, or left at the drain deadline)."""
+        self.log_warning(fl_ctx, f"gradinv: round {item.round_num} {item.site}: {status}: {reason}")
+        meta = item.job.meta if item.job is not None else None
+        self._auditor.record_failure(item.round_num, item.site, status, "pass", reason, meta)
+
+    def _background_crash(self, fl_ctx: FLContext, item: Queued[UpdateToAudit], exc: BaseException) -> None:
+        self.log_error(fl_ctx, f"gradinv: round {item.round_num} {item.site}: could not be recorded: {exc}")
 
     def _finish_run(self, fl_ctx: FLContext) -> None:
         if self._background is not None:
-            self.log_info(fl_ctx, f"gradinv: end of run, draining {self._background.waiting()} queued attack(s)")
-            self._background.drain()
+            timeout = self.settings.drain_timeout_s
+            self.log_info(
+                fl_ctx,
+                f"gradinv: end of run, draining {self._background.waiting()} queued attack(s) for at most {timeout} s",
+            )
+            try:
+                left = self._background.drain(timeout)
+            finally:
+                if self._processes is not None:
+                    self._processes.close()
+            if left:
+                self.log_warning(
+                    fl_ctx,
+                    f"gradinv: {len(left)} update(s) not attacked by the drain deadline; they stay spilled under "
+                    f"{pending_dir(self._auditor.writer.out_dir)}: run `gradinv audit RUN_DIR` to attack them",
+                )
         if self._auditor is None:
             return
         from gradinv.report import close_tensorboard_writers
@@ -364,7 +401,7 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _final_test_accuracy(self, fl_ctx: FLContext) -> dict[str, Any] | None:
         """Accuracy of the model FedAvg ends with, when audit datalists give a test split."""
         learnable = fl_ctx.get_prop(AppConstants.GLOBAL_MODEL)
-        datalists = _audit_datalists(self.settings.audit_datalists)
+        datalists = datalists_by_site(self.settings.audit_datalists)
         weights = learnable.get("weights") if isinstance(learnable, Mapping) else None
         if not weights or not datalists:
             return None
@@ -397,6 +434,15 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _own_copy(value: Any) -> np.ndarray:
+    """A numpy copy of one received tensor; NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive
+    as lazy references, read from disk here, once per attacked update (the shareable keeps its references)."""
+    materialize = getattr(value, "materialize", None)
+    if callable(materialize):
+        return to_numpy(materialize())  # already a fresh tensor: no second copy
+    return to_numpy(value, copy=True)
+
+
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     return json.loads(json.dumps(dict(meta or {}), default=str))
 
@@ -415,7 +461,7 @@ def _blocked_shareable(shareable: Shareable) -> Shareable:
         return shareable
 
 
-def _audit_datalists(setting: str | None) -> dict[str, Path]:
+def datalists_by_site(setting: str | None) -> dict[str, Path]:
     """``{site: datalist}`` from a folder of ``<site>.json`` files or a JSON mapping file."""
     if not setting:
         return {}

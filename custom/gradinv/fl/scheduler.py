@@ -5,10 +5,13 @@ Both are plain Python (no NVFlare): the filter decides *what* to do with an upda
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
-import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -16,52 +19,157 @@ import numpy as np
 Job = TypeVar("Job")
 
 
-class BackgroundAudits(Generic[Job]):
-    """A queue of copied updates attacked one at a time on a daemon thread (audit mode), drained at the end of a run.
+AUDIT_POLICIES = ("all", "latest_per_site")
 
-    ``attack`` must not raise: the caller records failures itself; anything that escapes is passed to
-    ``on_crash`` so that one bad update never stops the worker.
+
+@dataclasses.dataclass
+class Queued(Generic[Job]):
+    """One update waiting for its attack: in memory (``job``) or spilled to disk (``path``), never both."""
+
+    round_num: int
+    site: str
+    job: Job | None = None
+    path: Path | None = None
+
+
+class BackgroundAudits(Generic[Job]):
+    """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked by ``workers``.
+
+    Memory stays bounded however slow the attack is: beyond ``max_in_memory`` copies (queued or under attack) an
+    update goes to disk through ``spill`` and the queue holds only its path. With ``policy="latest_per_site"`` a
+    site's newer update replaces its older one still waiting, which is accounted for as ``skipped``. Every item ends
+    in exactly one call: ``attack`` (which records the update's row itself and must not raise; what escapes goes to
+    ``on_crash``) or ``account(item, status, reason)`` for the updates that are not attacked.
     """
 
-    def __init__(self, attack: Callable[[Job], None], on_crash: Callable[[Job, BaseException], None]):
-        self._attack, self._on_crash = attack, on_crash
-        self._queue: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        attack: Callable[[Queued[Job]], None],
+        on_crash: Callable[[Queued[Job], BaseException], None],
+        spill: Callable[[Job], Path],
+        account: Callable[[Queued[Job], str, str], None],
+        max_in_memory: int = 2,
+        policy: str = "all",
+        workers: int = 1,
+    ):
+        if policy not in AUDIT_POLICIES:
+            raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}")
+        self._attack, self._on_crash, self._spill, self._account = attack, on_crash, spill, account
+        self._max_in_memory, self._policy = max_in_memory, policy
+        self._queue: collections.deque[Queued[Job]] = collections.deque()
+        self._in_memory = 0  # queued in memory + under attack in memory
+        self._busy = 0  # attacks under way
+        self._stopping = False
+        self._changed = threading.Condition()
+        self._worker_count = workers
+        self._workers: list[threading.Thread] = []
 
-    def submit(self, job: Job) -> int:
-        """Queue ``job``; returns how many are waiting."""
-        with self._lock:
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="gradinv-audit", daemon=True)
-                self._worker.start()
-        self._queue.put(job)
-        return self._queue.qsize()
+    def submit(self, round_num: int, site: str, job: Job) -> int:
+        """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting."""
+        superseded: list[Queued[Job]] = []
+        item = Queued(round_num, site, job)
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("the audit queue is draining; no new update can be queued")
+            if self._policy == "latest_per_site":
+                superseded = [old for old in self._queue if old.site == site]
+                for old in superseded:
+                    self._queue.remove(old)
+                    self._in_memory -= old.job is not None
+            spill = self._in_memory >= self._max_in_memory
+            if not spill:
+                self._in_memory += 1
+        for old in superseded:
+            reason = f"superseded by the round {round_num} update of {site} (audit_policy=latest_per_site)"
+            self._account(old, "skipped", reason)
+        if spill:
+            try:
+                item = Queued(round_num, site, path=self._spill(job))
+            except OSError as exc:
+                self._account(item, "not_attacked", f"{self._max_in_memory} updates already held in memory and "
+                              f"spilling this one failed ({exc}); free disk space in the run dir")
+                return self.waiting()
+        with self._changed:
+            self._queue.append(item)
+            if not self._workers:
+                self._workers = [
+                    threading.Thread(target=self._run, name=f"gradinv-audit-{number}", daemon=True)
+                    for number in range(self._worker_count)
+                ]
+                for worker in self._workers:
+                    worker.start()
+            self._changed.notify_all()
+            return len(self._queue)
 
     def waiting(self) -> int:
-        return self._queue.qsize()
+        with self._changed:
+            return len(self._queue)
 
-    def drain(self) -> None:
-        """Attack everything queued, then stop the worker."""
-        with self._lock:
-            worker = self._worker
-            self._worker = None
-        if worker is not None:
-            self._queue.put(None)
+    def in_memory(self) -> int:
+        """Updates held in memory now (queued or under attack)."""
+        with self._changed:
+            return self._in_memory
+
+    def drain(self, timeout_s: float | None = None) -> list[Queued[Job]]:
+        """Attack what is queued for at most ``timeout_s``, then stop; returns the items left unattacked.
+
+        The attacks running at the deadline finish (its own time budget bounds it). Left items still in memory are
+        spilled, so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._changed:
+            while self._queue or self._busy:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            self._stopping = True
+            left = list(self._queue)
+            self._queue.clear()
+            self._changed.notify_all()
+            workers, self._workers = self._workers, []
+        for worker in workers:
             worker.join()
+        for item in left:
+            self._leave(item, timeout_s)
+        return left
+
+    def _leave(self, item: Queued[Job], timeout_s: float | None) -> None:
+        why = f"drain_timeout_s={timeout_s} reached at the end of the run"
+        if item.job is not None:
+            try:
+                item = Queued(item.round_num, item.site, path=self._spill(item.job))
+            except OSError as exc:
+                self._settle(Queued(item.round_num, item.site, item.job), "not_attacked", f"{why}; could not be kept "
+                             f"on disk ({exc})")
+                return
+            with self._changed:
+                self._in_memory -= 1
+        self._account(item, "not_attacked", f"{why}; kept at {item.path.name} for `gradinv audit RUN_DIR`")
+
+    def _settle(self, item: Queued[Job], status: str, reason: str) -> None:
+        with self._changed:
+            self._in_memory -= item.job is not None
+        self._account(item, status, reason)
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            try:
-                if job is None:
+            with self._changed:
+                while not self._queue and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
                     return
-                try:
-                    self._attack(job)
-                except Exception as exc:  # noqa: BLE001 - one bad update must not stop the worker
-                    self._on_crash(job, exc)
+                item = self._queue.popleft()
+                self._busy += 1
+            try:
+                self._attack(item)
+            except Exception as exc:  # noqa: BLE001 - one bad update must not stop the worker
+                self._on_crash(item, exc)
             finally:
-                self._queue.task_done()
+                with self._changed:
+                    self._in_memory -= item.job is not None
+                    self._busy -= 1
+                    self._changed.notify_all()
 
 
 class DecisionMemory:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gradinv.attack import AttackConfig, get_preset
 from gradinv.errors import ConfigurationError, GradinvError
+from gradinv.fl.scheduler import AUDIT_POLICIES
 from gradinv.models.normalization import check_normalization
 from gradinv.models.spec import ModelSpec, build_from_spec
 
@@ -66,6 +67,17 @@ class AuditSettings:
         num_threads: torch CPU threads for the attack (None leaves the process default).
         report: build ``report.html`` at the end of the run.
         progress: show a progress bar per attack (in the server's console).
+        audit_max_pending: in ``audit`` mode, how many updates waiting for (or under) attack are held in memory; the
+            rest are spilled to ``<out_subdir>/pending/`` (0700 folder, 0600 files), so the server's memory stays
+            bounded by this many model copies however slow the attack is.
+        audit_policy: ``all`` (every update is attacked, spilled when memory is full) or ``latest_per_site`` (a
+            site's newer update replaces its older one still waiting; the older one gets a ``skipped`` row).
+        drain_timeout_s: at the end of the run, how long the queue is drained; what is left gets a ``not_attacked``
+            row and stays spilled for ``gradinv audit RUN_DIR``.
+        keep_updates: keep spilled updates after their attack (by default they are deleted once attacked).
+        audit_workers: in ``audit`` mode, attack processes beside the server's job process; each update is spilled
+            and read by path. ``0``: one background thread in the server process. ``None`` (default): one process
+            per GPU where there are GPUs, else ``0``.
     """
 
     model: ModelSpec | None = None
@@ -91,6 +103,11 @@ class AuditSettings:
     num_threads: int | None = None
     report: bool = True
     progress: bool = True
+    audit_max_pending: int = 2
+    audit_policy: str = "all"
+    drain_timeout_s: float = 600.0
+    keep_updates: bool = False
+    audit_workers: int | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -133,7 +150,15 @@ class AuditSettings:
             problems.append(f"out_subdir must be a non-empty folder name, got {self.out_subdir!r}")
         if self.audit_datalists is not None and not (isinstance(self.audit_datalists, str) and self.audit_datalists):
             problems.append(f"audit_datalists must be a path or None, got {self.audit_datalists!r}")
-        for name in ("fail_closed", "save_images", "report", "progress"):
+        if not (_is_int(self.audit_max_pending) and self.audit_max_pending >= 1):
+            problems.append(f"audit_max_pending must be an integer >= 1, got {self.audit_max_pending!r}")
+        if self.audit_workers is not None and not (_is_int(self.audit_workers) and self.audit_workers >= 0):
+            problems.append(f"audit_workers must be an integer >= 0 or None, got {self.audit_workers!r}")
+        if self.audit_policy not in AUDIT_POLICIES:
+            problems.append(f"audit_policy must be one of {AUDIT_POLICIES}, got {self.audit_policy!r}")
+        if not (_is_finite_number(self.drain_timeout_s) and self.drain_timeout_s >= 0):
+            problems.append(f"drain_timeout_s must be a number of seconds >= 0, got {self.drain_timeout_s!r}")
+        for name in ("fail_closed", "save_images", "report", "progress", "keep_updates"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         try:

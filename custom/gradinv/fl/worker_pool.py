@@ -1,0 +1,139 @@
+"""Attack processes beside the server's job process (audit mode with ``audit_workers >= 1``).
+
+The attack is CPU/GPU bound, so threads of the server process add no capacity; each worker is a ``spawn``-ed process
+that reads spilled updates by path (no tensor crosses a pipe), attacks them with the run's settings and writes their
+artifacts and ``metrics.csv`` row itself, through the same code as the in-process worker. Each process gets its share
+of the CPU cores (oversubscribed torch threads slowed attacks 25x on a shared machine) or its own GPU. A worker that
+dies (killed, out of memory) costs its update an ``error`` row; the next update starts a fresh process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing
+import os
+import threading
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from gradinv.artifact_layout import METRICS_COLUMNS, METRICS_CSV
+from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
+from gradinv.fl.scheduler import Queued
+from gradinv.fl.settings import AuditSettings
+from gradinv.private_files import write_private_text
+
+_log = logging.getLogger(__name__)
+_STOP = None
+_STOP_WAIT_S = 10.0
+_START_ALLOWANCE_S = 120.0  # importing torch and building the model in a fresh process, on a loaded machine
+
+
+def default_worker_count() -> int:
+    """One attack process per GPU where there are GPUs; none (the server's own background thread) on CPUs only."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class AttackProcesses:
+    """``count`` attack processes; :meth:`attack` is called by one :class:`BackgroundAudits` thread per process."""
+
+    def __init__(self, count: int, out_dir: Path, model: nn.Module, settings: AuditSettings, auditor: LeakageAuditor):
+        self._count, self._out_dir, self._model, self._settings = count, Path(out_dir), model, settings
+        self._auditor = auditor  # the server-side one: writes the rows of updates whose process died
+        self._context = multiprocessing.get_context("spawn")
+        self._local = threading.local()
+        self._started: list[tuple[Any, Connection]] = []
+        self._lock = threading.Lock()
+        self._next_slot = 0
+        _start_metrics_csv(self._out_dir)
+
+    def attack(self, item: Queued[UpdateToAudit]) -> None:
+        """Have this thread's process attack the spilled update ``item``; record an ``error`` row if it dies."""
+        worker = getattr(self._local, "worker", None)
+        if worker is None or not worker[0].is_alive():
+            worker = self._local.worker = self._start()
+        process, connection = worker
+        try:
+            connection.send((str(item.path), item.round_num, item.site))
+            # The attack stops itself at its time budget; a process far past it is stuck (a hung GPU driver).
+            if not connection.poll(2 * self._settings.time_budget_s + _START_ALLOWANCE_S):
+                process.kill()
+                raise TimeoutError(f"no result {2 * self._settings.time_budget_s + _START_ALLOWANCE_S:.0f} s after "
+                                   "the update was sent; the process was killed")
+            connection.recv()  # the row; the worker wrote it already
+        except (EOFError, OSError, TimeoutError) as exc:
+            process.join(_STOP_WAIT_S)
+            reason = (f"the attack process died (exit code {process.exitcode}: {exc or 'killed'}); the update "
+                      f"stays at {item.path.name} for `gradinv audit RUN_DIR`")
+            _log.error("gradinv: round %s %s: %s", item.round_num, item.site, reason)
+            self._auditor.record_failure(item.round_num, item.site, "error", "pass", reason)
+            self._local.worker = None
+
+    def close(self) -> None:
+        """Stop every process (after the queue drained); a process that does not stop in time is killed."""
+        with self._lock:
+            started, self._started = self._started, []
+        for process, connection in started:
+            try:
+                connection.send(_STOP)
+            except OSError:
+                pass
+            process.join(_STOP_WAIT_S)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+    def _start(self) -> tuple[Any, Connection]:
+        with self._lock:
+            slot, self._next_slot = self._next_slot, self._next_slot + 1
+        settings = self._settings
+        if settings.device == "auto":
+            gpus = default_worker_count()
+            settings = dataclasses.replace(settings, device=f"cuda:{slot % gpus}" if gpus else "cpu")
+        threads = settings.num_threads or max(1, (os.cpu_count() or 1) // self._count)
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=_serve,
+            args=(child, self._out_dir, self._model, settings, threads),
+            name=f"gradinv-attack-{slot}",
+            daemon=True,  # never outlives the server's job process
+        )
+        process.start()
+        child.close()
+        with self._lock:
+            self._started.append((process, parent))
+        return process, parent
+
+
+def _serve(connection: Connection, out_dir: Path, model: nn.Module, settings: AuditSettings, threads: int) -> None:
+    """A worker process: attack the spilled updates named on ``connection`` until told to stop."""
+    import torch
+
+    from gradinv.fl.filter import datalists_by_site
+    from gradinv.fl.spill import attack_spilled_update
+
+    torch.set_num_threads(threads)
+    auditor = LeakageAuditor(out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists))
+    while True:
+        try:
+            request = connection.recv()
+        except EOFError:  # the server process went away
+            return
+        if request is _STOP:
+            return
+        path, round_num, site = request
+        item = Queued(round_num, site, path=Path(path))
+        row = attack_spilled_update(auditor, item, settings, _log.error, lambda row: None)
+        connection.send({key: row.get(key) for key in ("round", "site", "status")})
+
+
+def _start_metrics_csv(out_dir: Path) -> None:
+    """Write metrics.csv's header before several processes append rows, so that none of them writes a second one."""
+    path = out_dir / METRICS_CSV
+    if not path.exists():
+        write_private_text(path, ",".join(METRICS_COLUMNS) + "\r\n")  # what csv.writer writes for the header

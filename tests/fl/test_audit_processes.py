@@ -1,0 +1,52 @@
+"""Audit mode's attack processes: rows written by the processes, and a killed process costs one ``error`` row."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import threading
+import time
+
+from nvflare.apis.event_type import EventType
+
+from gradinv.fl.scheduler import Queued
+from gradinv.fl.spill import pending_dir, spill_update
+from gradinv.fl.worker_pool import AttackProcesses
+
+from .test_audit_queue import SITES, _run_audit_job
+
+
+def _rows(out_dir):
+    with open(out_dir / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_two_attack_processes_write_one_row_per_update_and_a_killed_one_costs_an_error_row(tmp_path):
+    flt, engine, out_dir, _ = _run_audit_job(tmp_path, False, audit_workers=2, num_threads=1)
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    rows = _rows(out_dir)
+    assert sorted((row["site"], row["status"]) for row in rows) == [(site, "ok") for site in SITES[:3]]
+    assert list((out_dir / "pending").iterdir()) == []
+
+    # A process that dies under an update: that update gets an error row naming its kept file, the pool goes on.
+    auditor = flt._auditor
+    slow = dataclasses.replace(flt.settings, attack_overrides={"iterations": 10**6})
+    pool = AttackProcesses(1, out_dir, auditor.model, slow, auditor)
+    spilled = spill_update(_an_update(flt), pending_dir(out_dir))
+    attacking = threading.Thread(target=pool.attack, args=(Queued(7, "site-9", path=spilled),))
+    attacking.start()
+    while not pool._started:
+        time.sleep(0.05)
+    pool._started[0][0].kill()
+    attacking.join(60)
+    pool.close()
+    last = _rows(out_dir)[-1]
+    assert (last["round"], last["site"], last["status"]) == ("7", "site-9", "error")
+    assert "attack process died" in last["reason"] and spilled.name in last["reason"] and spilled.exists()
+
+
+def _an_update(flt):
+    from gradinv.fl.auditor import UpdateToAudit
+
+    base = dict(next(iter(flt._base_by_round.values())))
+    return UpdateToAudit(7, "site-9", base, {name: value * 0 for name, value in base.items()}, {})
