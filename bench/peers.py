@@ -21,7 +21,8 @@ sample set's held-out ``test`` split, classes interleaved so that the first two 
 * ``8img-b4``     8 images, batch 4 (2 local steps, the paper's site-1 setting).
 
 Default budgets (each peer its own, sized for a shared CPU): gradinv its preset's, breaching 2000 iterations, the
-released attack 2000 iterations; ``--iterations`` sets one budget for every method; ``--equal-time`` reruns the
+released attack 2000 iterations; ``--iterations K`` gives gradinv K iterations per image and each peer the same
+total (K x N, gradinv's total); ``--equal-time`` reruns the
 peers on the first case with as many iterations as fit in gradinv's measured seconds there.
 
 The last stdout line is one JSON object ``{"cases": [...]}`` with every figure and, per peer row, the ratios
@@ -87,8 +88,12 @@ def _score(method: str, case: str, images, labels, reconstruction, prior, second
             "psnr": scores["psnr"], "lpips": scores["lpips"], "seconds": round(seconds, 2), "iterations": iterations}
 
 
-def run_case(case: str, args: argparse.Namespace, budgets: dict[str, int | None], methods: list[str]) -> list[dict]:
-    """Build one client update and attack it with every method; one row per method."""
+def run_case(case: str, args: argparse.Namespace, budgets: dict[str, int | None], methods: list[str],
+             equal_budgets: bool = False) -> list[dict]:
+    """Build one client update and attack it with every method; one row per method.
+
+    ``equal_budgets``: each peer gets gradinv's total iterations for this case instead of ``budgets``' figure.
+    """
     from gradinv.attack import attack_update, get_preset
     from gradinv.attack.presets import preset_for_model
     from gradinv.data.sample import load_prior
@@ -105,11 +110,14 @@ def run_case(case: str, args: argparse.Namespace, budgets: dict[str, int | None]
     update = simulate_client(model, images, labels, recipe)
     prior_array, _description = load_prior("sample", args.resolution)
     prior = torch.from_numpy(prior_array).float()
+    own_budget = budgets["gradinv"]
+    config = get_preset(preset_for_model(model), {} if own_budget is None else {"iterations": own_budget})
+    if equal_budgets:  # equal budgets: gradinv's iterations are per image, the peers' in total
+        budgets = dict(budgets, breaching=config.total_iterations(num_images),
+                       paper_released=config.total_iterations(num_images))
     rows = []
     for method in methods:
         if method == "gradinv":
-            overrides = {} if budgets["gradinv"] is None else {"iterations": budgets["gradinv"]}
-            config = get_preset(preset_for_model(model), overrides)
             result = attack_update(model, update.global_state, update.diff, recipe, num_images, config, prior=prior,
                                    num_classes=num_classes, device="cpu", seed=args.seed, progress=False)
             reconstruction, seconds, iterations = result.images, result.seconds, result.iterations
@@ -173,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.01, help="client SGD learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, default=None,
-                        help="one attack budget for every method (default: each method's own)")
+                        help="equal budgets: gradinv K per image, each peer the same total (default: each "
+                             "method's own)")
     parser.add_argument("--equal-time", action="store_true",
                         help="also rerun the peers on the first case with gradinv's measured seconds as budget")
     parser.add_argument("--threads", type=int, default=1)
@@ -195,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets.update({peer: args.iterations or default for peer, default in PEER_ITERATIONS.items()})
     rows: list[dict] = []
     for case in cases:
-        case_rows = run_case(case, args, budgets, methods)
+        case_rows = run_case(case, args, budgets, methods, equal_budgets=args.iterations is not None)
         _print_table(case, case_rows)
         rows.extend(case_rows)
     if args.equal_time:
