@@ -12,7 +12,8 @@ recipe and seed for every method); each method then attacks that update:
   formula, TV/L2, prior start, soft labels; see :mod:`gradinv.peers.paper_released`).
 
 Every reconstruction is scored with :func:`gradinv.metrics.evaluate_reconstruction` (best-match pairing; SSIM, PSNR,
-LPIPS, and min-max-normalised SSIM, fair to an attack that recovers structure but not brightness). Cases (the
+LPIPS, min-max-normalised SSIM, fair to an attack that recovers structure but not brightness, and the prior's own
+SSIM, what an attack must beat to have learnt anything). Cases (the
 sample set's held-out ``test`` split, classes interleaved so that the first two images have different labels):
 
 * ``1img``        1 image;
@@ -85,6 +86,7 @@ def _score(method: str, case: str, images, labels, reconstruction, prior, second
 
     scores = evaluate_reconstruction(images, reconstruction, prior=prior, true_labels=labels)
     return {"case": case, "method": method, "ssim": scores["ssim"], "ssim_minmax": scores["ssim_minmax"],
+            "prior_ssim": scores["prior_ssim"],
             "psnr": scores["psnr"], "lpips": scores["lpips"], "seconds": round(seconds, 2), "iterations": iterations}
 
 
@@ -152,11 +154,11 @@ def _add_ratios(rows: list[dict]) -> None:
 
 def _print_table(case: str, rows: list[dict]) -> None:
     print(f"\ncase {case}")
-    print(f"{'method':<26} {'SSIM':>6} {'SSIM mm':>8} {'PSNR':>6} {'LPIPS':>6} {'seconds':>8} {'iterations':>10}")
+    print(f"{'method':<26} {'SSIM':>6} {'SSIM mm':>8} {'PSNR':>6} {'LPIPS':>6} {'seconds':>8} {'iterations':>10} {'prior SSIM':>10}")
     for row in rows:
         lpips = "-" if row["lpips"] is None else f"{row['lpips']:.3f}"
         print(f"{row['method']:<26} {row['ssim']:6.3f} {row['ssim_minmax']:8.3f} {row['psnr']:6.2f} {lpips:>6} "
-              f"{row['seconds']:8.1f} {row['iterations']:10d}")
+              f"{row['seconds']:8.1f} {row['iterations']:10d} {row['prior_ssim']:10.3f}")
 
 
 def _breaching_available() -> str | None:
