@@ -154,7 +154,8 @@ def _add_ratios(rows: list[dict]) -> None:
 
 def _print_table(case: str, rows: list[dict]) -> None:
     print(f"\ncase {case}")
-    print(f"{'method':<26} {'SSIM':>6} {'SSIM mm':>8} {'PSNR':>6} {'LPIPS':>6} {'seconds':>8} {'iterations':>10} {'prior SSIM':>10}")
+    print(f"{'method':<26} {'SSIM':>6} {'SSIM mm':>8} {'PSNR':>6} {'LPIPS':>6} {'seconds':>8} {'iterations':>10} "
+          f"{'prior SSIM':>10}")
     for row in rows:
         lpips = "-" if row["lpips"] is None else f"{row['lpips']:.3f}"
         print(f"{row['method']:<26} {row['ssim']:6.3f} {row['ssim_minmax']:8.3f} {row['psnr']:6.2f} {lpips:>6} "
