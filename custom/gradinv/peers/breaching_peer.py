@@ -24,6 +24,7 @@ import io
 import logging
 import time
 import types
+import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -73,7 +74,9 @@ def attack_breaching(model: nn.Module, global_state: Mapping[str, torch.Tensor],
         input_shape: (C, H, W) of one image.
     """
     breaching = import_breaching()
-    with contextlib.redirect_stdout(io.StringIO()):  # breaching prints its configuration
+    # breaching prints its configuration, and hydra warns that breaching names no version_base.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*version_base.*", category=UserWarning)
         cfg = breaching.get_attack_config(ATTACK, [f"optim.max_iterations={iterations}",
                                                    f"optim.callback={max(iterations, 1)}"])
     setup = {"device": torch.device("cpu"), "dtype": torch.float}
