@@ -128,7 +128,7 @@ def run_case(case: str, args: argparse.Namespace, budgets: dict[str, int | None]
 
             step_labels = [labels[batch] for batch in recipe.batches(num_images)]
             peer = attack_breaching(model, update.global_state, update.diff, num_images, step_labels, labels,
-                                    recipe.lr, budgets["breaching"], tuple(model.input_shape))
+                                    recipe.lr, budgets["breaching"], tuple(model.input_shape), seed=args.seed)
             reconstruction, seconds, iterations = peer.images, peer.seconds, peer.iterations
         else:
             from gradinv.peers.paper_released import attack_released

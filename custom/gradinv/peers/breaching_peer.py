@@ -60,7 +60,7 @@ def _grayscale_tv(regularizer: nn.Module) -> None:
 
 def attack_breaching(model: nn.Module, global_state: Mapping[str, torch.Tensor], diff: Mapping[str, torch.Tensor],
                      num_images: int, step_labels: Sequence[torch.Tensor], labels: torch.Tensor, lr: float,
-                     iterations: int, input_shape: tuple[int, int, int]) -> PeerResult:
+                     iterations: int, input_shape: tuple[int, int, int], seed: int = 0) -> PeerResult:
     """Reconstruct a local-update client's images with breaching's ``invertinggradients`` attack.
 
     Args:
@@ -72,6 +72,7 @@ def attack_breaching(model: nn.Module, global_state: Mapping[str, torch.Tensor],
         lr: the client's SGD learning rate (breaching replays plain SGD, one slice of images per step).
         iterations: breaching's optimiser iterations.
         input_shape: (C, H, W) of one image.
+        seed: seeds breaching's random start (through torch's global RNG, restored afterwards).
     """
     breaching = import_breaching()
     # breaching prints its configuration, and hydra warns that breaching names no version_base.
@@ -102,6 +103,8 @@ def attack_breaching(model: nn.Module, global_state: Mapping[str, torch.Tensor],
                      "data_key": "inputs"},
     }]
     started = time.monotonic()
-    reconstruction, _stats = attacker.reconstruct(server_payload, shared_data, {}, dryrun=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        reconstruction, _stats = attacker.reconstruct(server_payload, shared_data, {}, dryrun=False)
     seconds = time.monotonic() - started
     return PeerResult(reconstruction["data"].detach().clamp(0, 1), iterations, seconds)
