@@ -8,6 +8,7 @@ and the pass/block decision. The filter only converts DXOs, keeps per-round stat
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -339,3 +340,16 @@ def _evaluate(originals, reconstructions, prior, true_labels, recovered_labels) 
     return evaluate_reconstruction(
         originals, reconstructions, prior=prior, true_labels=true_labels, recovered_labels=recovered_labels
     )
+
+
+def datalists_by_site(setting: str | None) -> dict[str, Path]:
+    """``{site: datalist}`` from a folder of ``<site>.json`` files or a JSON mapping file."""
+    if not setting:
+        return {}
+    path = Path(setting)
+    if path.is_dir():
+        return {p.stem: p for p in sorted(path.glob("*.json"))}
+    if path.is_file():
+        mapping = json.loads(path.read_text())
+        return {str(site): Path(p) for site, p in mapping.items()}
+    raise GradinvError(f"audit_datalists {setting!r} is neither a folder of <site>.json datalists nor a JSON file")

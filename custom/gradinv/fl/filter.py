@@ -34,9 +34,9 @@ from nvflare.app_common.app_event_type import AppEventType
 from gradinv import __version__
 from gradinv.arrays import to_numpy
 from gradinv.attack import resolve_device
-from gradinv.errors import AttackInputError, GradinvError
+from gradinv.errors import AttackInputError
 from gradinv.fl.artifacts import safe_path_part
-from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
+from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.job_model import job_model
 from gradinv.fl.meta import META_TEST_ACCURACY
 from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
@@ -459,19 +459,6 @@ def _blocked_shareable(shareable: Shareable) -> Shareable:
         return _blocked_dxo(from_shareable(shareable)).update_shareable(shareable)
     except Exception:  # noqa: BLE001 - not a DXO: nothing FedAvg could use either
         return shareable
-
-
-def datalists_by_site(setting: str | None) -> dict[str, Path]:
-    """``{site: datalist}`` from a folder of ``<site>.json`` files or a JSON mapping file."""
-    if not setting:
-        return {}
-    path = Path(setting)
-    if path.is_dir():
-        return {p.stem: p for p in sorted(path.glob("*.json"))}
-    if path.is_file():
-        mapping = json.loads(path.read_text())
-        return {str(site): Path(p) for site, p in mapping.items()}
-    raise GradinvError(f"audit_datalists {setting!r} is neither a folder of <site>.json datalists nor a JSON file")
 
 
 def _json_safe(value: Any) -> Any:

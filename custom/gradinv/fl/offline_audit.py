@@ -13,7 +13,7 @@ from typing import Any
 
 from gradinv.artifact_layout import METRICS_COLUMNS, METRICS_CSV, SETTINGS_JSON
 from gradinv.errors import DataError
-from gradinv.fl.auditor import LeakageAuditor
+from gradinv.fl.auditor import LeakageAuditor, datalists_by_site
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
 from gradinv.fl.spill import attack_spilled_update, load_update, spilled_updates
@@ -32,7 +32,6 @@ def audit_spilled_run(
     run keeps exactly one row per update. Raises :class:`DataError` when the folder holds no gradinv run or its
     settings cannot be used.
     """
-    from gradinv.fl.filter import datalists_by_site
     from gradinv.report.artifacts import find_gradinv_dir
 
     out_dir = find_gradinv_dir(run_dir)

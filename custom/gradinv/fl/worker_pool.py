@@ -21,7 +21,7 @@ from typing import Any
 from torch import nn
 
 from gradinv.artifact_layout import METRICS_COLUMNS, METRICS_CSV
-from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
+from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
 from gradinv.private_files import write_private_text
@@ -114,7 +114,6 @@ def _serve(connection: Connection, out_dir: Path, model: nn.Module, settings: Au
     """A worker process: attack the spilled updates named on ``connection`` until told to stop."""
     import torch
 
-    from gradinv.fl.filter import datalists_by_site
     from gradinv.fl.spill import attack_spilled_update
 
     torch.set_num_threads(threads)
