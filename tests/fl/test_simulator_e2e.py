@@ -48,6 +48,11 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
     # Ground truth configured: SSIM and LPIPS are measured (RDLV only where SSIM(prior, x) > 0).
     for row in rows.values():
         assert row["ssim"] != "" and row["lpips"] != "" and row["status"] == "ok"
+        assert -1.0 <= float(row["prior_ssim"]) <= 1.0  # what RDLV is relative to, beside it in every row
+    single = rows["site-1"]
+    if single["rdlv"] != "":
+        prior_ssim = float(single["prior_ssim"])
+        assert float(single["rdlv"]) == pytest.approx((float(single["ssim"]) - prior_ssim) / prior_ssim, rel=1e-3)
 
     # FedAvg aggregated site-2 alone: global = initial + site-2's own update, replayed here.
     initial = build_model("bn_cnn", resolution=RESOLUTION, init_seed=settings.seed)

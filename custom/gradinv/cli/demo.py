@@ -91,7 +91,10 @@ def _print_summary(metrics_csv: Path) -> None:
         return
     with open(metrics_csv) as handle:
         rows = list(csv.DictReader(handle))
-    print(f"\n  {'round':>5} {'site':<8} {'images':>6} {'SSIM':>7} {'RDLV':>7} {'LPIPS':>8} {'decision':<8} seconds")
+    # RDLV is relative to the prior: SSIM(prior, original) beside it says how far a perfect reconstruction can go.
+    print(f"\n  {'round':>5} {'site':<8} {'images':>6} {'SSIM':>7} {'RDLV':>7} {'prior SSIM':>10} {'LPIPS':>8} "
+          f"{'decision':<8} seconds")
     for row in rows:
         print(f"  {row['round']:>5} {row['site']:<8} {row['num_images']:>6} {_number(row['ssim']):>7} "
-              f"{_number(row['rdlv']):>7} {_number(row['lpips'], 2):>8} {row['decision']:<8} {_number(row['seconds'])}")
+              f"{_number(row['rdlv']):>7} {_number(row.get('prior_ssim', ''), 2):>10} {_number(row['lpips'], 2):>8} "
+              f"{row['decision']:<8} {_number(row['seconds'])}")

@@ -170,6 +170,7 @@ class LeakageAuditor:
                         "lpips",
                         "rdlv",
                         "rdlv_max",
+                        "prior_ssim",
                         "ssim_max",
                         "visibly_leaked_fraction",
                         "label_accuracy",
@@ -179,7 +180,6 @@ class LeakageAuditor:
             details.update(
                 true_labels=true_labels,
                 per_image=scores.get("per_image"),
-                prior_ssim=scores.get("prior_ssim"),
                 ground_truth=scores,
             )
             reconstructions = reconstructions[scores["assignment"]] if scores.get("assignment") else reconstructions
