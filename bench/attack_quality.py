@@ -15,6 +15,13 @@ use at all (scikit-image's fundus photographs, immunohistochemistry and cell ima
 pydicom-data's ultrasound and nuclear-medicine files): ten single images, five mixed-label pairs (flat folders) and
 three same-label pairs (two fundus crops, two pathology crops, two MR slices, in class folders).
 
+Multi-image kinds (``--kinds multi``; opt-in, minutes each), in class folders so every image's label is known:
+``four-b4`` (4 images, batch 4, 1 step), ``eight-b4`` (8 images, batch 4, 2 steps: the paper's "safe" site),
+``eight-b8`` (8 images, batch 8), each with ``-2cls`` (the task's two classes) and ``-4cls`` (four classes: on the
+sample split brain MR, chest radiograph, head CT, abdomen CT; on ``other`` fundus, microscopy, MR, US/NM). Images
+are taken from each class in turn, so labels are as mixed as the classes allow. With C classes the last layer's
+update separates at most C - 1 directions, so the 2-class kinds are the hard case.
+
 Images are picked deterministically (evenly spaced through each class's sorted list, ``--cases`` per kind) and
 each case runs for every ``--seeds`` value (the seed drives the model initialisation and the attack).
 
@@ -23,12 +30,15 @@ Targets (issue 4, PASS/FAIL per kind; the exit status is 0 whatever the figures 
 * ``single``     mean SSIM >= 0.95 and attack seconds <= 15 (``seconds`` from the command's JSON: the attack alone,
   excluding Python start-up and data loading);
 * ``pair-mixed`` mean SSIM >= 0.9;
+* ``four-b4-2cls`` mean SSIM >= 0.6 within 180 attack seconds; ``eight-b4-2cls`` mean SSIM >= 0.5 within 600 s
+  (issue 27); the other multi-image kinds are measured without a target;
 * ``pair-same``  mean SSIM >= 0.9. Two same-label images in one batch are the hard case of update inversion: with a
   cross-entropy loss every image's back-propagated signal has the same direction, so the update carries little
   more than the *sum* of the two images' features and the optimiser can settle on blends of the two images.
 
 The table reports per kind the mean and the worst case; the last stdout line is one JSON object with, per kind,
-``ssim_mean``, ``ssim_min``, ``seconds_mean``, ``seconds_max``, ``pass``, and every run in ``runs``.
+``ssim_mean``, ``ssim_min``, ``seconds_mean``, ``seconds_max``, ``pass`` (None without a target), and every run
+in ``runs_detail``.
 
 Usage::
 
@@ -37,6 +47,7 @@ Usage::
     python bench/attack_quality.py --cases 1 --seeds 0  # quick look
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
     python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
+    python bench/attack_quality.py --kinds multi --cases 1 --seeds 0 --threads 1   # 4- and 8-image clients
 """
 
 from __future__ import annotations
@@ -49,14 +60,30 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-KINDS = ("single", "pair-mixed", "pair-same")
-SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9}
-SINGLE_SECONDS_TARGET = 15.0
+PAIR_KINDS = ("single", "pair-mixed", "pair-same")
+
+
+@dataclass(frozen=True)
+class MultiKind:
+    """A client of several images: ``images`` in batches of ``batch`` (one epoch), labels from ``classes`` classes."""
+
+    images: int
+    batch: int
+    classes: int  # 2: the task's two class folders; 4: finer class folders (see ``fine_class``)
+
+
+MULTI_KINDS = {f"{name}-{classes}cls": MultiKind(images, batch, classes)
+               for name, images, batch in (("four-b4", 4, 4), ("eight-b4", 8, 4), ("eight-b8", 8, 8))
+               for classes in (2, 4)}
+KINDS = PAIR_KINDS + tuple(MULTI_KINDS)
+SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9, "four-b4-2cls": 0.6, "eight-b4-2cls": 0.5}
+SECONDS_TARGET = {"single": 15.0, "four-b4-2cls": 180.0, "eight-b4-2cls": 600.0}
 
 
 def _counts(text: str) -> list[int]:
@@ -75,7 +102,10 @@ def _spread(items: list[Path], count: int, offset: int = 0) -> list[Path]:
     return [items[(offset + index * step) % len(items)] for index in range(count)]
 
 
-def build_cases(test_split: Path, cases: int, workdir: Path) -> list[tuple[str, str, Path, int]]:
+Case = tuple[str, str, Path, int, int]  # kind, name, folder, images, batch size
+
+
+def build_cases(test_split: Path, cases: int, workdir: Path) -> list[Case]:
     """(kind, name, folder, N) per case, folders laid out as a user would hand them to ``gradinv attack``."""
     classes = sorted(path for path in test_split.iterdir() if path.is_dir())
     if len(classes) < 2:
@@ -91,7 +121,7 @@ def build_cases(test_split: Path, cases: int, workdir: Path) -> list[tuple[str, 
             # The position prefix fixes the sorted order, so the flat folder's labels are 0 then 1.
             shutil.copyfile(source, target_dir / f"{position}-{source.name}")
         built.append((kind, f"{kind}-{index}: " + " + ".join(f"{s.parent.name}/{s.name}" for s in sources), folder,
-                      len(sources)))
+                      len(sources), len(sources)))
 
     for index in range(cases):
         pool = pools[index % len(pools)]
@@ -134,17 +164,21 @@ OTHER_SAME_PAIRS = (("fundus", ("fundus-retina", "fundus-disc")), ("pathology", 
                     ("mri", ("mr-axial", "mr-sagittal")))
 
 
-def build_other_cases(cases: int, workdir: Path) -> list[tuple[str, str, Path, int]]:
-    """Like :func:`build_cases`, on :func:`other_source_images` (up to ``cases`` per kind)."""
+def write_other_images(source_dir: Path) -> dict[str, Path]:
+    """:func:`other_source_images` written as 256 px PNGs, as a user would hand them over; ``{name: path}``."""
     from gradinv.data.images import centre_square, resize_square, window_unit
 
-    source_dir = workdir / "images"
     source_dir.mkdir(parents=True)
     paths = {}
     for name, image in other_source_images().items():
         unit = resize_square(centre_square(window_unit(image)), 256)
         paths[name] = source_dir / f"{name}.png"
         Image.fromarray(np.round(unit * 255).astype(np.uint8)).save(paths[name])
+    return paths
+
+
+def build_other_cases(cases: int, workdir: Path, paths: dict[str, Path]) -> list[Case]:
+    """Like :func:`build_cases`, on :func:`write_other_images`'s images (up to ``cases`` per kind)."""
     built = []
 
     def place(kind: str, index: int, names: list[str], class_name: str | None) -> None:
@@ -153,7 +187,7 @@ def build_other_cases(cases: int, workdir: Path) -> list[tuple[str, str, Path, i
         target_dir.mkdir(parents=True)
         for position, name in enumerate(names):
             shutil.copyfile(paths[name], target_dir / f"{position}-{name}.png")
-        built.append((kind, f"{kind}-{index}: " + " + ".join(names), folder, len(names)))
+        built.append((kind, f"{kind}-{index}: " + " + ".join(names), folder, len(names), len(names)))
 
     for index, name in enumerate(sorted(paths)[:cases]):
         place("single", index, [name], None)
@@ -164,9 +198,68 @@ def build_other_cases(cases: int, workdir: Path) -> list[tuple[str, str, Path, i
     return built
 
 
-def run_one(folder: Path, num_images: int, seed: int, threads: int | None, iterations: int | None, out: Path) -> dict:
+def sample_classes(test_split: Path, classes: int) -> dict[str, list[Path]]:
+    """The test split as class folders: its two (MR, X-ray/CT), or four posed by anatomy and source (brain MR slices,
+    chest radiograph crops, head CT, abdomen CT). Labels only steer the client's loss; the images are the same."""
+    if classes == 2:
+        return {folder.name: sorted(folder.glob("*.png")) for folder in sorted(test_split.iterdir())
+                if folder.is_dir()}
+    groups = {"brain-mr": "icbm152-", "chest-radiograph": "cr-chest-", "ct-head": "ct-head-",
+              "ct-abdomen": "ct-abdomen-"}
+    images = sorted(test_split.glob("*/*.png"), key=lambda path: path.name)
+    return {group: [path for path in images if path.name.startswith(prefix)] for group, prefix in groups.items()}
+
+
+#: :func:`other_source_images` by class: two classes (photographs, scanner images) or four.
+OTHER_CLASSES = {
+    2: {"photograph": ("fundus-disc", "fundus-microaneurysms", "fundus-retina", "cell-phase", "ihc-bottom-right",
+                       "ihc-top-left"),
+        "scanner": ("mr-axial", "mr-sagittal", "nm-bone-scan", "us-lymph-node")},
+    4: {"fundus": ("fundus-disc", "fundus-microaneurysms", "fundus-retina"),
+        "microscopy": ("cell-phase", "ihc-bottom-right", "ihc-top-left"),
+        "mr": ("mr-axial", "mr-sagittal"),
+        "us-nm": ("nm-bone-scan", "us-lymph-node")},
+}
+
+
+def build_multi_cases(kinds: list[str], cases: int, workdir: Path, pools: dict[int, dict[str, list[Path]]]
+                      ) -> list[Case]:
+    """Clients of several images in class folders: images taken in turn from each class (so labels are as mixed as
+    the classes allow), each class's images spread through its list and shifted per case."""
+    built = []
+    for kind in kinds:
+        spec = MULTI_KINDS[kind]
+        pool = pools[spec.classes]
+        for index in range(cases):
+            taken = {name: 0 for name in pool}
+            chosen: list[tuple[str, Path]] = []
+            names = sorted(pool)
+            turn = index  # the first class rotates with the case
+            while len(chosen) < spec.images:
+                name = names[turn % len(names)]
+                turn += 1
+                images = pool[name]
+                if taken[name] >= len(images):
+                    if all(taken[other] >= len(pool[other]) for other in names):
+                        raise SystemExit(f"attack_quality: error: {kind} needs {spec.images} images; the classes hold "
+                                         f"{sum(len(images) for images in pool.values())}")
+                    continue
+                step = max(len(images) // -(-spec.images // len(names)), 1)  # spread over the whole class
+                chosen.append((name, images[(index + taken[name] * step) % len(images)]))
+                taken[name] += 1
+            folder = workdir / f"{kind}-{index}"
+            for position, (name, source) in enumerate(chosen):
+                (folder / name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, folder / name / f"{position}-{source.name}")
+            label = " + ".join(f"{name}/{source.stem}" for name, source in chosen)
+            built.append((kind, f"{kind}-{index}: {label}", folder, spec.images, spec.batch))
+    return built
+
+
+def run_one(folder: Path, num_images: int, batch_size: int, seed: int, threads: int | None, iterations: int | None,
+            out: Path) -> dict:
     command = [sys.executable, "-m", "gradinv.cli", "attack", "--images", str(folder), "--num-images", str(num_images),
-               "--batch-size", str(num_images), "--seed", str(seed), "--out", str(out), "--json", "--no-progress"]
+               "--batch-size", str(batch_size), "--seed", str(seed), "--out", str(out), "--json", "--no-progress"]
     if threads is not None:
         command += ["--threads", str(threads)]
     if iterations is not None:
@@ -187,11 +280,10 @@ def summarise(runs: list[dict]) -> dict:
         seconds = [run["seconds"] for run in chosen]
         entry = {"ssim_mean": statistics.fmean(ssims), "ssim_min": min(ssims),
                  "seconds_mean": statistics.fmean(seconds), "seconds_max": max(seconds), "runs": len(chosen),
-                 "ssim_target": SSIM_TARGET[kind]}
-        entry["pass"] = entry["ssim_mean"] >= SSIM_TARGET[kind]
-        if kind == "single":
-            entry["seconds_target"] = SINGLE_SECONDS_TARGET
-            entry["pass"] = entry["pass"] and entry["seconds_max"] <= SINGLE_SECONDS_TARGET
+                 "ssim_target": SSIM_TARGET.get(kind), "seconds_target": SECONDS_TARGET.get(kind)}
+        entry["pass"] = None if kind not in SSIM_TARGET else entry["ssim_mean"] >= SSIM_TARGET[kind]
+        if entry["pass"] is not None and kind in SECONDS_TARGET:
+            entry["pass"] = entry["pass"] and entry["seconds_max"] <= SECONDS_TARGET[kind]
         summary[kind] = entry
     return summary
 
@@ -202,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", type=int, default=3, help="cases per kind (default 3)")
     parser.add_argument("--seeds", type=_counts, default=[0, 1], metavar="S1,S2,...",
                         help="seeds per case (default 0,1)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
+    parser.add_argument("--kinds", default=",".join(PAIR_KINDS),
+                        help=f"comma-separated subset of {','.join(KINDS)}, or 'multi' (the {len(MULTI_KINDS)} "
+                             f"multi-image kinds) or 'all' (default: {','.join(PAIR_KINDS)})")
     parser.add_argument("--threads", type=int, default=None, help="passed to gradinv attack --threads")
     parser.add_argument("--iterations", type=int, default=None,
                         help="passed to gradinv attack --iterations, for a quick look (the targets are about the "
@@ -212,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                              "sample set does not use")
     parser.add_argument("--check", action="store_true", help="exit 1 when a kind misses its target")
     args = parser.parse_args(argv)
-    kinds = [kind for kind in args.kinds.split(",") if kind]
+    aliases = {"all": list(KINDS), "multi": list(MULTI_KINDS)}
+    kinds = [kind for part in args.kinds.split(",") if part for kind in aliases.get(part, [part])]
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or args.cases < 1:
         parser.error(f"unknown kind(s) {unknown}" if unknown else "--cases must be at least 1")
@@ -227,14 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gradinv-quality-") as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o700)
-        built = (build_cases(test_split, args.cases, workdir / "cases") if args.images_from == "sample"
-                 else build_other_cases(args.cases, workdir / "cases"))
+        if args.images_from == "sample":
+            built = build_cases(test_split, args.cases, workdir / "cases")
+            pools = {classes: sample_classes(test_split, classes) for classes in (2, 4)}
+        else:
+            paths = write_other_images(workdir / "images")
+            built = build_other_cases(args.cases, workdir / "cases", paths)
+            pools = {classes: {name: [paths[image] for image in images] for name, images in by_class.items()}
+                     for classes, by_class in OTHER_CLASSES.items()}
+        multi = [kind for kind in kinds if kind in MULTI_KINDS]
+        built += build_multi_cases(multi, args.cases, workdir / "cases", pools)
         cases = [case for case in built if case[0] in kinds]
         total = len(cases) * len(args.seeds)
-        for kind, name, folder, num_images in cases:
+        for kind, name, folder, num_images, batch_size in cases:
             for seed in args.seeds:
                 print(f"[{len(runs) + 1}/{total}] {name} seed {seed} ...", file=sys.stderr, flush=True)
-                result = run_one(folder, num_images, seed, args.threads, args.iterations,
+                result = run_one(folder, num_images, batch_size, seed, args.threads, args.iterations,
                                  workdir / "out" / f"{folder.name}-{seed}")
                 runs.append({"kind": kind, "case": name, "seed": seed, "ssim": result["ssim"], "psnr": result["psnr"],
                              "lpips": result["lpips"], "seconds": result["seconds"], "iterations": result["iterations"],
@@ -251,14 +354,15 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs)
     print()
     for kind, entry in summary.items():
-        extra = (f", attack seconds max {entry['seconds_max']:.1f} (target <= {SINGLE_SECONDS_TARGET:g})"
-                 if kind == "single" else "")
-        print(f"{kind:<11} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, "
-              f"target >= {entry['ssim_target']})"
-              f"{extra}: {'PASS' if entry['pass'] else 'FAIL'}")
+        target = "no target" if entry["ssim_target"] is None else f"target >= {entry['ssim_target']}"
+        seconds = (f", attack seconds max {entry['seconds_max']:.1f} (target <= {entry['seconds_target']:g})"
+                   if entry.get("seconds_target") is not None else f", attack seconds max {entry['seconds_max']:.1f}")
+        verdict = "" if entry["pass"] is None else f": {'PASS' if entry['pass'] else 'FAIL'}"
+        print(f"{kind:<13} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, {target})"
+              f"{seconds}{verdict}")
     print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations,
                       "images_from": args.images_from}))
-    return 1 if args.check and not all(entry["pass"] for entry in summary.values()) else 0
+    return 1 if args.check and any(entry["pass"] is False for entry in summary.values()) else 0
 
 
 if __name__ == "__main__":

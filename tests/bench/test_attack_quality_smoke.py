@@ -43,3 +43,18 @@ def test_quality_benchmark_runs_on_images_the_sample_set_does_not_use():
     assert set(kinds) == {"single", "pair-mixed", "pair-same"}
     assert kinds["pair-mixed"]["labels"] == [0, 1] and len(set(kinds["pair-same"]["labels"])) == 1
     assert "fundus" in kinds["pair-same"]["case"]
+
+
+def test_quality_benchmark_multi_image_kinds_use_class_folders_and_several_steps():
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--kinds", "four-b4-4cls,eight-b4-2cls", "--cases", "1", "--seeds", "0",
+         "--iterations", "3", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    kinds = {run["kind"]: run for run in summary["runs_detail"]}
+    assert set(kinds) == {"four-b4-4cls", "eight-b4-2cls"}
+    # Four classes, four images: one of each; two classes, eight images: four of each.
+    assert kinds["four-b4-4cls"]["labels"] == [0, 1, 2, 3]
+    assert kinds["eight-b4-2cls"]["labels"] == [0] * 4 + [1] * 4
+    assert summary["four-b4-4cls"]["pass"] is None  # measured, no target
+    assert isinstance(summary["eight-b4-2cls"]["pass"], bool) and summary["eight-b4-2cls"]["ssim_target"] == 0.5
