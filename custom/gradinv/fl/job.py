@@ -115,7 +115,7 @@ class JobSettings:
             if isinstance(value, settings_class):
                 continue
             if not isinstance(value, Mapping):
-                problems.append(f"{field} must be a {settings_class.__name__} or a mapping of its fields, "
+                problems.append(f"{field} must be {settings_class.__name__} or a mapping of its fields, "
                                 f"got {type(value).__name__}")
                 continue
             unknown = _unknown_fields(settings_class, value)
