@@ -85,6 +85,7 @@ def export(args: argparse.Namespace) -> None:
     (the sites targeted each round) stays at the number of sites: lowering it would make FedAvg sample a
     random subset every round, and the leakage metrics would then miss rounds of some sites.
     """
+    from gradinv.errors import GradinvError
     from gradinv.fl.job import JobSettings, export_job
 
     datalists = Path(args.datalists).resolve()
@@ -94,7 +95,10 @@ def export(args: argparse.Namespace) -> None:
     audit_filter = {"attack_overrides": {"iterations": args.iterations} if args.iterations else None}
     if args.audit_workers is not None:
         audit_filter.update(mode="audit", audit_workers=args.audit_workers)
-    settings = JobSettings(name=args.name, datalists=str(datalists), num_rounds=args.rounds, filter=audit_filter)
+    try:
+        settings = JobSettings(name=args.name, datalists=str(datalists), num_rounds=args.rounds, filter=audit_filter)
+    except GradinvError as exc:
+        raise PocError(str(exc)) from None
     out = Path(args.out).resolve()
     target = out / args.name
     if target.exists():
