@@ -98,6 +98,8 @@ def test_settings_round_trip_through_json_and_accept_objects_or_mappings(datalis
     ({"filter": {"attack_overrides": {"iterationz": 3}}}, "filter: .*unknown attack settings"),
     ({"filter": "audit"}, "filter must be AuditSettings or a mapping of its fields, got str"),
     ({"filter": {"audit_datalists": "/data"}}, "filter.audit_datalists is set by the job"),
+    ({"filter": {"input_shape": [1, 32, 32]}}, r"filter.input_shape \(1, 32, 32\) does not match the job's resolution"),
+    ({"filter": {"num_classes": 3}}, "filter.num_classes 3 does not match the job's num_classes 2"),
     ({"training": {"lr": 0}}, "training: invalid training recipe: lr must be a positive number"),
     ({"training": {"momentum": 0.9, "optimizer": "adam"}}, "training: .*momentum=0.9 applies to optimizer 'sgd'"),
     ({"training": {"lr": 0.1, "learning_rate": 0.1}}, r"training: unknown field\(s\) 'learning_rate'"),

@@ -129,9 +129,17 @@ class JobSettings:
                 problems.append(f"{field}: {exc}")
             else:
                 object.__setattr__(self, field, settings)
-        if isinstance(self.filter, AuditSettings) and self.filter.audit_datalists is not None:
-            problems.append("filter.audit_datalists is set by the job (its datalists, when audit is true); "
-                            "leave it out and use datalists / audit")
+        if isinstance(self.filter, AuditSettings):
+            if self.filter.audit_datalists is not None:
+                problems.append("filter.audit_datalists is set by the job (its datalists, when audit is true); "
+                                "leave it out and use datalists / audit")
+            # What the filter is told about the clients' images must be what the job's clients train on.
+            shape = self.filter.input_shape
+            if shape is not None and shape[1:] != (self.resolution, self.resolution):
+                problems.append(f"filter.input_shape {shape} does not match the job's resolution {self.resolution}")
+            if self.filter.num_classes is not None and self.filter.num_classes != self.num_classes:
+                problems.append(f"filter.num_classes {self.filter.num_classes} does not match the job's "
+                                f"num_classes {self.num_classes}")
         return problems
 
     def _privacy_problems(self) -> list[str]:
