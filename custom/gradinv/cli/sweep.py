@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         load_job_settings,
         print_calibration,
         run_sweep,
-        settings_as_json,
         sweep_base_settings,
         write_outputs,
     )
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(sigmas, filters)
     meta = SweepMeta(
-        sigmas=sigmas, filters=filters, settings=settings_as_json(settings),
+        sigmas=sigmas, filters=filters, settings=settings.to_dict(),
         command="gradinv sweep " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["sweep"] else "gradinv sweep",
         started_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load_before=load_average(), cpu_count=os.cpu_count(),
         calibrate=args.calibrate, calibrate_steps=args.calibrate_steps if args.calibrate else 0,

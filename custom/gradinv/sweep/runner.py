@@ -86,10 +86,6 @@ def run_settings(base, spec):
     return dataclasses.replace(base, privacy=spec.filter, privacy_args=spec.privacy_args(base.seed) or None)
 
 
-def settings_as_json(settings) -> dict:
-    return settings.to_dict()
-
-
 # ---------------------------------------------------------------- running
 
 
@@ -123,7 +119,7 @@ def run_one(spec, settings, sweep_dir: Path, *, resume: bool = False, timeout: f
 
     workspace = sweep_dir / RUNS_SUBDIR / spec.label
     marker = workspace / RUN_MARKER
-    wanted = settings_as_json(settings)
+    wanted = settings.to_dict()
     gradinv_dir = workspace / settings.name / SIMULATOR_JOB_DIR / GRADINV_SUBDIR
     if resume and marker.is_file():
         previous = _read_json(marker)
