@@ -77,23 +77,6 @@ def port_check(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ export
-def _audit_mode(job_dir: Path, workers: int) -> None:
-    """Switch the exported job's server filter to audit mode with ``workers`` attack processes."""
-    if workers < 0:
-        raise PocError(f"--audit-workers must be >= 0, got {workers}")
-    found = False
-    for server_config in job_dir.glob("app*/config/config_fed_server.json"):
-        config = json.loads(server_config.read_text())
-        for filters in config.get("task_result_filters", []):
-            for component in filters.get("filters", []):
-                if component.get("path", "").endswith("GradInversionAggregatorFilter"):
-                    component.setdefault("args", {}).update(mode="audit", audit_workers=workers)
-                    found = True
-        server_config.write_text(json.dumps(config, indent=4))
-    if not found:
-        raise PocError(f"no GradInversionAggregatorFilter in {job_dir}'s server config; cannot set audit mode")
-
-
 def export(args: argparse.Namespace) -> None:
     """Export the gradinv FedAvg job for the prepared sites, optionally with a lower meta.json min_clients.
 
@@ -102,22 +85,25 @@ def export(args: argparse.Namespace) -> None:
     (the sites targeted each round) stays at the number of sites: lowering it would make FedAvg sample a
     random subset every round, and the leakage metrics would then miss rounds of some sites.
     """
+    from gradinv.errors import GradinvError
     from gradinv.fl.job import JobSettings, export_job
 
     datalists = Path(args.datalists).resolve()
     sites = sorted(p.stem for p in datalists.glob("*.json"))
     if not sites:
         raise PocError(f"no <site>.json datalists in {datalists}; run `poc.sh prepare` first")
-    overrides = {"iterations": args.iterations} if args.iterations else None
-    settings = JobSettings(name=args.name, datalists=str(datalists), num_rounds=args.rounds,
-                           attack_overrides=overrides)
+    audit_filter = {"attack_overrides": {"iterations": args.iterations} if args.iterations else None}
+    if args.audit_workers is not None:
+        audit_filter.update(mode="audit", audit_workers=args.audit_workers)
+    try:
+        settings = JobSettings(name=args.name, datalists=str(datalists), num_rounds=args.rounds, filter=audit_filter)
+    except GradinvError as exc:
+        raise PocError(str(exc)) from None
     out = Path(args.out).resolve()
     target = out / args.name
     if target.exists():
         shutil.rmtree(target)  # a stale export of another configuration must not be submitted by mistake
     job_dir = export_job(settings, out)
-    if args.audit_workers is not None:
-        _audit_mode(job_dir, args.audit_workers)
     meta_path = job_dir / "meta.json"
     meta = json.loads(meta_path.read_text())
     if args.min_clients is not None:

@@ -12,6 +12,8 @@ On a CPU one attack iteration of ResNet-18 at 224 px costs ~0.17 s (N=1) to ~1.1
 import argparse
 
 from gradinv.fl.job import JobSettings, export_job, simulate
+from gradinv.fl.settings import AuditSettings
+from gradinv.recipe import TrainingRecipe
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,9 +23,10 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     settings = JobSettings(
-        name="gradinv_paper_gpu", model="resnet18", resolution=224, images_per_site=(1, 8), batch_size=4,
-        lr=0.01, num_rounds=args.rounds, preset=args.preset, device="auto",
-        mode="audit",  # minutes per update even on a GPU: never hold the server's result path that long
+        name="gradinv_paper_gpu", model="resnet18", resolution=224, images_per_site=(1, 8), num_rounds=args.rounds,
+        training=TrainingRecipe(lr=0.01, batch_size=4),
+        # minutes per update even on a GPU: never hold the server's result path that long
+        filter=AuditSettings(preset=args.preset, device="auto", mode="audit"),
     )
     if args.job_dir:
         print(export_job(settings, args.job_dir))

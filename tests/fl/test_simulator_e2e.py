@@ -9,21 +9,18 @@ import torch
 from gradinv.data import demo_datalists, load_datalist, load_images
 from gradinv.fl.job import JobSettings, simulate
 from gradinv.models import build_model
-from gradinv.recipe import TrainingRecipe
 from gradinv.simulation import simulate_client
 
 pytestmark = pytest.mark.e2e
 RESOLUTION = 32
 
 
-def _settings(name, **overrides):
+def _settings(name, filter_settings=None, **job):
     # A budget far above the attacks' time: these tests check the pipeline, and a loaded machine must not turn an
     # attack into a "timeout" row (the budget itself is tested in test_filter.py).
-    settings = JobSettings(name=name, images_per_site=(1, 4), num_rounds=1, resolution=RESOLUTION,
-                           attack_overrides={"iterations": 300, "iterations_per_image_cap": 1}, time_budget_s=3600.0)
-    for key, value in overrides.items():
-        setattr(settings, key, value)
-    return settings
+    attack = {"attack_overrides": {"iterations": 300, "iterations_per_image_cap": 1}, "time_budget_s": 3600.0}
+    return JobSettings(**{"name": name, "images_per_site": (1, 4), "num_rounds": 1, "resolution": RESOLUTION,
+                          "filter": {**attack, **(filter_settings or {})}, **job})
 
 
 def _final_global_model(run_dir):
@@ -37,7 +34,7 @@ def _rows(run_dir):
 
 
 def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_path):
-    settings = _settings("gate_e2e", block_metric="ssim_max", block_threshold=0.9)
+    settings = _settings("gate_e2e", {"block_metric": "ssim_max", "block_threshold": 0.9})
     run_dir = simulate(settings, tmp_path)
 
     rows = _rows(run_dir)
@@ -57,7 +54,7 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
     # FedAvg aggregated site-2 alone: global = initial + site-2's own update, replayed here.
     initial = build_model("bn_cnn", resolution=RESOLUTION, init_seed=settings.seed)
     images, labels = load_images(load_datalist(demo_datalists((1, 4))["site-2"]), RESOLUTION)
-    site2 = simulate_client(initial, images, labels, TrainingRecipe(lr=settings.lr))
+    site2 = simulate_client(initial, images, labels, settings.training)
     final = _final_global_model(run_dir)
     for name, value in initial.state_dict().items():
         if name.endswith("num_batches_tracked"):
@@ -77,8 +74,8 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
 
 def test_audit_mode_leaves_the_aggregate_bit_identical(tmp_path):
     baseline = simulate(_settings("no_filter", images_per_site=(1, 2), attack=False), tmp_path / "baseline")
-    audited = simulate(_settings("audited", images_per_site=(1, 2), mode="audit",
-                                 attack_overrides={"iterations": 20}), tmp_path / "audited")
+    audited = simulate(_settings("audited", {"mode": "audit", "attack_overrides": {"iterations": 20}},
+                                 images_per_site=(1, 2)), tmp_path / "audited")
 
     expected, observed = _final_global_model(baseline), _final_global_model(audited)
     assert set(expected) == set(observed)

@@ -7,6 +7,7 @@ leakage is a known function of σ0, so every expected number is computable by ha
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import stat
@@ -123,10 +124,10 @@ def base_settings(tmp_path):
 
 
 def _meta(settings, sigmas, filters=("gaussian",), calibrate_flag=False, steps=0):
-    return SweepMeta(sigmas=list(sigmas), filters=list(filters), settings=json.loads(json.dumps(
-        settings.__dict__, default=list)), command="gradinv sweep (test)", started_at="now",
-        load_before=(1.0, 1.0, 1.0), load_after=(1.0, 1.0, 1.0), cpu_count=2, calibrate=calibrate_flag,
-        calibrate_steps=steps, iterations_note="test")
+    return SweepMeta(sigmas=list(sigmas), filters=list(filters), settings=settings.to_dict(),
+                     command="gradinv sweep (test)", started_at="now", load_before=(1.0, 1.0, 1.0),
+                     load_after=(1.0, 1.0, 1.0), cpu_count=2, calibrate=calibrate_flag, calibrate_steps=steps,
+                     iterations_note="test")
 
 
 def _sweep(tmp_path, settings, sigmas, filters=("gaussian",), runner=None, **kwargs):
@@ -241,7 +242,7 @@ def test_resume_reuses_finished_runs_with_the_same_settings(tmp_path, base_setti
     _, outcomes, lines = _sweep(tmp_path, base_settings, [0.0, 10.0, 30.0], runner=runner, resume=True)
     assert [o.status for o in outcomes] == ["reused", "reused", "ok"]
     assert len(runner.calls) == 1 and runner.calls[0]["privacy_args"]["sigma0"] == 30.0
-    changed = JobSettings(**{**base_settings.__dict__, "lr": 0.5})
+    changed = dataclasses.replace(base_settings, training=dataclasses.replace(base_settings.training, lr=0.5))
     _, outcomes, _ = _sweep(tmp_path, changed, [0.0], runner=FakeRunner(), resume=True)
     assert outcomes[0].status == "ok"  # different settings: simulated again
 
@@ -361,7 +362,8 @@ def test_report_is_self_contained_private_and_links_every_run(tmp_path, base_set
         for label in ("gaussian_sigma0_0", "gaussian_sigma0_10", "gaussian_sigma0_30", "svt"))
     assert all((out / link).is_file() for link in links)
     for text in ("synthetic flat prior", "Criterion rdlv", "Criterion ssim", "no image visibly leaked",
-                 "&gt; 30 (no \u03c30 up to 30 suffices)", "Spearman", "n = ", "SVTPrivacy", "Calibrated noise"):
+                 "&gt; 30 (no \u03c30 up to 30 suffices)", "Spearman", "n = ", "SVTPrivacy", "Calibrated noise",
+                 "lr 0.001, 1 epoch(s), batch all images, seed 0", "preset fast, overrides none"):
         assert text in html or text in html.replace("&#x27;", "'"), text
 
 
@@ -383,24 +385,31 @@ def test_job_settings_come_from_a_json_file_or_an_exported_job_folder(tmp_path):
     settings = load_job_settings(job)
     assert list(settings.images_per_site) == [1, 2] and settings.resolution == 32
     (tmp_path / "bad.json").write_text(json.dumps({"resolutoin": 32}))
-    with pytest.raises(GradinvError, match="unknown fields resolutoin"):
+    with pytest.raises(GradinvError, match="bad.json: invalid job settings: unknown field\\(s\\) 'resolutoin'"):
         load_job_settings(tmp_path / "bad.json")
+    (tmp_path / "flat.json").write_text(json.dumps({"lr": 0.01}))  # a filter / training setting at the top
+    with pytest.raises(GradinvError, match="'lr' belongs under 'training'"):
+        load_job_settings(tmp_path / "flat.json")
+    (tmp_path / "typo.json").write_text(json.dumps({"filter": {"mode": "gat"}}))
+    with pytest.raises(GradinvError, match="filter: .*mode must be one of"):
+        load_job_settings(tmp_path / "typo.json")
     with pytest.raises(GradinvError, match="no gradinv_job.json"):
         load_job_settings(tmp_path)
 
 
 def test_sweep_settings_force_ground_truth_and_apply_rounds_and_iterations(base_settings):
-    base_settings.audit = False
-    base_settings.attack_overrides = {"lr": 0.05}
-    settings = sweep_base_settings(base_settings, rounds=3, iterations=120)
-    assert settings.audit and settings.num_rounds == 3
-    assert settings.attack_overrides == {"lr": 0.05, "iterations": 120, "restarts": 1}  # one run per update
-    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"lr": 0.05, "restarts": 1}
-    base_settings.attack_overrides = {"iterations": 77, "restarts": 2}
-    assert sweep_base_settings(base_settings, None, None).attack_overrides == {"iterations": 77, "restarts": 2}
-    assert sweep_base_settings(base_settings, None, 0).attack_overrides == {"restarts": 2}  # the preset's count
+    base = dataclasses.replace(base_settings, audit=False,
+                               filter={"attack_overrides": {"lr": 0.05}, "report": False, "mode": "audit"})
+    settings = sweep_base_settings(base, rounds=3, iterations=120)
+    assert settings.audit and settings.num_rounds == 3 and settings.filter.report
+    assert settings.filter.mode == "audit"  # the job's other filter settings are kept
+    assert settings.filter.attack_overrides == {"lr": 0.05, "iterations": 120, "restarts": 1}  # one run per update
+    assert sweep_base_settings(base, None, None).filter.attack_overrides == {"lr": 0.05, "restarts": 1}
+    base = dataclasses.replace(base, filter={"attack_overrides": {"iterations": 77, "restarts": 2}})
+    assert sweep_base_settings(base, None, None).filter.attack_overrides == {"iterations": 77, "restarts": 2}
+    assert sweep_base_settings(base, None, 0).filter.attack_overrides == {"restarts": 2}  # the preset's count
     with pytest.raises(GradinvError):
-        sweep_base_settings(base_settings, rounds=0, iterations=None)
+        sweep_base_settings(base, rounds=0, iterations=None)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -422,7 +431,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
 def test_a_small_real_sweep_writes_the_csv_plots_and_report(tmp_path, capsys):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"name": "sweep_e2e", "images_per_site": [1, 2], "num_rounds": 1, "resolution": 32,
-                               "attack_overrides": {"iterations_per_image_cap": 1}, "save_images": False}))
+                               "filter": {"attack_overrides": {"iterations_per_image_cap": 1}, "save_images": False}}))
     out = tmp_path / "sweep"
     started = time.monotonic()
     code = main(["sweep", "--job", str(job), "--sigma0", "0,30", "--iterations", "50", "--out", str(out)])

@@ -7,11 +7,15 @@ rounds; the server's filter reconstructs every update and writes the leakage rep
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from gradinv.artifact_layout import GRADINV_SUBDIR, METRICS_CSV
+from gradinv.errors import GradinvError
 
 DEFAULT_WORKSPACE = Path("workspace") / "demo"
 
@@ -29,15 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="attack iterations per update (default: the preset's 1000)")
     parser.add_argument("--block-threshold", type=float, default=None,
                         help="block updates whose rdlv_max exceeds this (default: measure only)")
-    parser.add_argument("--mode", choices=("gate", "audit"), default="gate")
+    parser.add_argument("--mode", choices=("gate", "audit"), default=None, help="default gate")
     parser.add_argument("--no-images", action="store_true", help="do not save reconstruction images")
+    parser.add_argument("--filter-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other setting of the server filter (GradInversionAggregatorFilter's arguments), "
+                             "repeatable; VALUE is JSON where it parses as JSON, else a string, e.g. "
+                             "--filter-arg fail_closed=true --filter-arg prior=none --filter-arg "
+                             "'attack_overrides={\"iterations\": 300}' (replaces the demo's own overrides)")
     parser.add_argument("--export", dest="export_to", type=Path, default=None, metavar="DIR",
                         help="only export the job folder (for POC / admin submission) to DIR")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gradinv.errors import GradinvError
     from gradinv.fl.job import JobSettings, export_job, simulate
 
     try:
@@ -47,11 +55,7 @@ def run(args: argparse.Namespace) -> int:
                            f"got {args.images_per_site!r}") from None
     if args.rounds < 1 or any(n < 1 for n in images_per_site):
         raise GradinvError("--rounds and every --images-per-site value must be >= 1")
-    settings = JobSettings(
-        num_rounds=args.rounds, images_per_site=images_per_site, block_threshold=args.block_threshold,
-        mode=args.mode, save_images=not args.no_images,
-        attack_overrides=_demo_attack_overrides(args.iterations),
-    )
+    settings = JobSettings(num_rounds=args.rounds, images_per_site=images_per_site, filter=_filter_settings(args))
     if args.export_to:
         print(f"job folder: {export_job(settings, args.export_to)}")
         return 0
@@ -66,6 +70,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"  report:      {gradinv_dir / 'report.html'}")
     _print_summary(gradinv_dir / METRICS_CSV)
     return 0
+
+
+def _filter_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The server filter's settings: the demo's attack overrides, the dedicated flags, then ``--filter-arg``."""
+    from_flags = {"mode": args.mode, "block_threshold": args.block_threshold,
+                  "save_images": False if args.no_images else None}
+    values: dict[str, Any] = {"attack_overrides": _demo_attack_overrides(args.iterations)}
+    given = {key for key, value in from_flags.items() if value is not None}
+    values.update((key, from_flags[key]) for key in given)
+    if args.iterations is not None:
+        given.add("attack_overrides")
+    for text in args.filter_arg:
+        key, value = parse_filter_arg(text)
+        if key in given:
+            raise GradinvError(f"the filter setting {key} is given twice (by --filter-arg, or by its own flag); "
+                               "give it once")
+        given.add(key)
+        values[key] = value
+    return values
+
+
+def parse_filter_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of ``--filter-arg``: KEY a filter setting, VALUE JSON where it parses as JSON, else a string."""
+    from gradinv.fl.settings import AuditSettings
+
+    key, separator, raw = text.partition("=")
+    key = key.strip()
+    known = [field.name for field in dataclasses.fields(AuditSettings)]
+    if not separator or key not in known:
+        raise GradinvError(f"--filter-arg takes KEY=VALUE with KEY one of {', '.join(known)}; got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
 
 
 def _demo_attack_overrides(iterations: int | None) -> dict:

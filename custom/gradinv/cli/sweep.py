@@ -65,8 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibrate-steps", type=int, default=DEFAULT_CALIBRATE_STEPS, metavar="N",
                         help=f"bisection rounds with --calibrate (default {DEFAULT_CALIBRATE_STEPS})")
     parser.add_argument("--job", type=Path, default=None, metavar="JSON",
-                        help=f"job settings: a JSON file of JobSettings fields, or an exported job folder holding "
-                             f"{JOB_JSON} (default: the demo job)")
+                        help=f"job settings: a JSON file of JobSettings fields (filter and training as nested "
+                             f"objects), or an exported job folder holding {JOB_JSON} (default: the demo job)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse runs under --out that finished with identical settings (e.g. after an "
                              "interruption); only the missing runs are simulated")
@@ -85,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         load_job_settings,
         print_calibration,
         run_sweep,
-        settings_as_json,
         sweep_base_settings,
         write_outputs,
     )
@@ -102,21 +101,21 @@ def run(args: argparse.Namespace) -> int:
     if base.privacy not in ("none", None) and args.job is not None:
         print(f"gradinv sweep: the job's own privacy filter ({base.privacy}) is replaced by the sweep's filters")
     iterations = args.iterations
-    if iterations is None and "iterations" not in (base.attack_overrides or {}):
+    if iterations is None and "iterations" not in (base.filter.attack_overrides or {}):
         iterations = DEFAULT_ITERATIONS
     settings = sweep_base_settings(base, args.rounds, iterations)
-    chosen = (settings.attack_overrides or {}).get("iterations")
+    chosen = (settings.filter.attack_overrides or {}).get("iterations")
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     specs = plan_runs(sigmas, filters)
     meta = SweepMeta(
-        sigmas=sigmas, filters=filters, settings=settings_as_json(settings),
+        sigmas=sigmas, filters=filters, settings=settings.to_dict(),
         command="gradinv sweep " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["sweep"] else "gradinv sweep",
         started_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load_before=load_average(), cpu_count=os.cpu_count(),
         calibrate=args.calibrate, calibrate_steps=args.calibrate_steps if args.calibrate else 0,
         iterations_note=(f"{chosen} attack iterations per image (sweep default {DEFAULT_ITERATIONS}, "
                          f"--iterations to change)" if chosen
-                         else f"the '{settings.preset}' preset's attack iterations"),
+                         else f"the '{settings.filter.preset}' preset's attack iterations"),
     )
     sites = settings.sites()
     print(f"gradinv sweep: {len(specs)} runs ({', '.join(s.describe() for s in specs)}), "

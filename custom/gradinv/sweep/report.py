@@ -133,6 +133,7 @@ def ssim_utility_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
 
 def _summary(outcomes: Sequence, meta, prior: str, rows: Sequence[Mapping[str, object]]) -> Html:
     settings = meta.settings
+    training, attack = settings.get("training") or {}, settings.get("filter") or {}
     ok = sum(o.succeeded for o in outcomes)
     failed = [o for o in outcomes if not o.succeeded]
     prior_ssims = [v for v in (to_float(r.get("prior_ssim")) for r in rows) if v is not None]
@@ -151,9 +152,9 @@ def _summary(outcomes: Sequence, meta, prior: str, rows: Sequence[Mapping[str, o
         ("Sites (images each)", ", ".join(f"{s}" for s in _site_images(rows)) or EMPTY),
         ("Rounds per run", settings.get("num_rounds")),
         ("Model / resolution", f"{settings.get('model')} / {settings.get('resolution')} px"),
-        ("Client training", f"lr {settings.get('lr')}, {settings.get('epochs')} epoch(s), batch "
-                            f"{settings.get('batch_size') or 'all images'}, seed {settings.get('seed')}"),
-        ("Attack", f"preset {settings.get('preset')}, overrides {settings.get('attack_overrides') or 'none'}; "
+        ("Client training", f"lr {training.get('lr')}, {training.get('epochs')} epoch(s), batch "
+                            f"{training.get('batch_size') or 'all images'}, seed {training.get('seed')}"),
+        ("Attack", f"preset {attack.get('preset')}, overrides {attack.get('attack_overrides') or 'none'}; "
                    f"{meta.iterations_note}"),
         ("Gaussian noise seed", f"{settings.get('seed')} (the same seed for every \u03c30, mixed with the site name)"),
         ("Prior RDLV is relative to", prior_text),
