@@ -343,7 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                              "lpips": result["lpips"], "seconds": result["seconds"], "iterations": result["iterations"],
                              "per_image_ssim": [entry["ssim"] for entry in result["per_image"]],
                              "labels": sorted(entry["label"] for entry in result["per_image"]),
-                             "label_accuracy": result["label_accuracy"]})
+                             "label_accuracy": result["label_accuracy"], "prior_ssim": result.get("prior_ssim"),
+                             "update_distance": result.get("update_distance"),
+                             "bn_residual": result.get("bn_residual")})
 
     header = f"{'run':<62} {'seed':>4} {'SSIM':>6} {'per image':>14} {'PSNR':>6} {'seconds':>8}"
     print(header + "\n" + "-" * len(header))
