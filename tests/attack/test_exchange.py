@@ -215,4 +215,7 @@ def test_exchange_settings_are_validated():
         get_preset("fast", {"exchange_lr": 0})
     with pytest.raises(AttackInputError, match="polish"):
         get_preset("fast", {"polish": -1.0})
-    assert get_preset("paper").exchange_rounds == 0 and get_preset("fast").exchange_rounds > 0
+    # The search is opt-in for its cost: `thorough` is `fast` with it, and nothing else differs.
+    assert get_preset("paper").exchange_rounds == 0 and get_preset("fast").exchange_rounds == 0
+    assert get_preset("thorough") == get_preset("fast", {"exchange_rounds": get_preset("thorough").exchange_rounds})
+    assert get_preset("thorough").exchange_rounds > 0

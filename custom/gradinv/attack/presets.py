@@ -4,8 +4,11 @@
   matching (weight 1) + exact BatchNorm running-stat replay (weight rising 0.1 -> 0.3 over each run) + TV/L2
   priors, Adam(0.1, betas 0.9/0.9), 100-iteration warm-up + cosine decay, analytic label counts; 1000 iterations
   per image, capped at 2 images' worth. Multi-image clients get 3 runs (the lowest attacker loss wins) and a
-  noise-free polish; same-label pairs start coarse-to-fine and end with a region-exchange search. Each setting's
+  noise-free polish; clients whose label counts put two images in one class start coarse-to-fine. Each setting's
   reason and measured effect is documented on :class:`AttackConfig` and in ``docs/``.
+- ``thorough``: ``fast`` plus the region-exchange search for same-label pairs (6 runs, then a beam search over
+  region exchanges from the best 2): same-label pairs SSIM 0.80 -> 0.95 on the test split, at 20-37 min per pair on
+  one CPU thread instead of 3-8 (docs/same-label-pairs.md). Opt-in because of that cost.
 - ``paper``: the released hyper-parameters of Hatamizadeh et al. (40k iterations, update matching as the sum
   of per-tensor L2 norms with weight 1e-3, BN 0.1 with the one-step BN formula, soft labels). Once the
   update term really is differentiable (it was a constant in the released code), the BN term dominates it
@@ -110,9 +113,10 @@ class AttackConfig:
             1.5x at lr 0.02 gave 0.90 and 0.98.
         polish_min_images: smallest client the polish runs for (1-image clients converge within their runs).
         exchange_rounds: rounds of the region-exchange search (:mod:`gradinv.attack.exchange`) run on the best
-            iterate when slots share a recovered label (0 = off): a same-label batch ends in a patchwork of the two
-            images that gradient steps do not leave; each round tries exchanging regions between such slots and
-            keeps an exchange only if the attacker's loss falls.
+            iterate when slots share a recovered label (0 = off, the default; ``thorough`` runs 6): a same-label
+            batch ends in a patchwork of the two images that gradient steps do not leave; each round tries
+            exchanging regions between such slots and keeps an exchange only if the attacker's loss falls. Off by
+            default for its cost: 20-37 min per pair on one CPU thread against 3-8 min without it.
         exchange_max_images: clients with more images skip the search (its cost grows with the slot pairs).
         exchange_restarts: runs (in place of ``restarts``) for the clients the search runs on because their analytic
             label counts put two slots in one class: the search improves a start by a few exchanges and cannot
@@ -164,7 +168,7 @@ class AttackConfig:
     coarse_to_fine: tuple[tuple[float, int], ...] = ((0.25, 4), (0.5, 2))
     polish: float = 3.0
     polish_min_images: int = 2
-    exchange_rounds: int = 6
+    exchange_rounds: int = 0
     exchange_max_images: int = 2
     exchange_restarts: int = 6
     exchange_starts: int = 2
@@ -302,6 +306,7 @@ def _coarse_to_fine_problems(phases: Any) -> list[str]:
 
 PRESETS: dict[str, AttackConfig] = {
     "fast": AttackConfig(),
+    "thorough": AttackConfig(exchange_rounds=6),
     "paper": AttackConfig(
         iterations=40000,
         iterations_per_image_cap=1,
