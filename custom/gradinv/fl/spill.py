@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from gradinv.attack.invert import AttackStopped
 from gradinv.errors import AttackInputError, DataError
 from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
@@ -81,7 +82,9 @@ def attack_spilled_update(
     """Attack one queued update (in memory, or read back from its spill file) and write its one ``metrics.csv`` row.
 
     Shared by audit mode's worker and ``gradinv audit RUN_DIR``, so a later attack writes the row the job would have.
-    A spill file is deleted once its update has a row, unless ``settings.keep_updates``. Never raises.
+    A spill file is deleted once its update has a row, unless ``settings.keep_updates``. Raises only
+    :class:`AttackStopped` (inside :func:`~gradinv.attack.invert.stop_attacks_when`), with no row written and the
+    spill file kept.
     """
     started = time.monotonic()
     update = item.job
@@ -90,6 +93,8 @@ def attack_spilled_update(
             update = load_update(item.path)
         row = auditor.audit(update, time_budget_s=settings.time_budget_s).row
         on_row(row)
+    except AttackStopped:
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded as the update's row; the caller goes on
         status = "invalid" if isinstance(exc, AttackInputError) else "error"
         log_error(f"gradinv: round {item.round_num} {item.site}: {status}: {exc}")
