@@ -50,3 +50,25 @@ def _an_update(flt):
 
     base = dict(next(iter(flt._base_by_round.values())))
     return UpdateToAudit(7, "site-9", base, {name: value * 0 for name, value in base.items()}, {})
+
+
+def test_an_attack_process_unpickles_a_model_of_torchvision_classes(tmp_path):
+    # torchvision imports only behind gradinv's shim beside a CPU torch; a process that unpickled the paper's
+    # ResNet-18 first died before its first update. An unreadable update tells the two apart: a live process
+    # writes that update's row itself.
+    from gradinv.fl.auditor import LeakageAuditor
+    from gradinv.fl.settings import AuditSettings
+    from gradinv.models import build_model
+
+    settings = AuditSettings(model="resnet18", input_shape=(1, 16, 16), prior="none", progress=False, num_threads=1)
+    model = build_model("resnet18", resolution=16)
+    auditor = LeakageAuditor(tmp_path, model, settings)
+    broken = pending_dir(tmp_path) / "round_00000_site-1_000000000000.npz"
+    broken.write_bytes(b"not an npz")
+    pool = AttackProcesses(1, tmp_path, model, settings, auditor)
+    try:
+        pool.attack(Queued(0, "site-1", path=broken))
+    finally:
+        pool.close()
+    (row,) = _rows(tmp_path)
+    assert row["status"] == "error" and "is not a readable spilled update" in row["reason"]

@@ -174,11 +174,11 @@ def test_gradinv_audit_attacks_what_the_drain_deadline_left_as_the_job_would_hav
     flt.handle_event(EventType.END_RUN, engine.new_context())
 
     flt, engine, later, release = _run_audit_job(tmp_path / "later", True, report=True, drain_timeout_s=0.0)
-    threading.Timer(0.2, release.set).start()
+    threading.Timer(0.2, release.set).start()  # the attack under way at the deadline is stopped at its first step
     flt.handle_event(EventType.END_RUN, engine.new_context())
     statuses = sorted(row["status"] for row in _rows(later))
-    assert statuses == ["not_attacked", "not_attacked", "ok"]
-    assert len(list((later / "pending").iterdir())) == 2
+    assert statuses == ["not_attacked"] * 3
+    assert len(list((later / "pending").iterdir())) == 3
 
     assert gradinv_main(["audit", str(later)]) == 0
     assert "report.html" in capsys.readouterr().out

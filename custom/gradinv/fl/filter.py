@@ -128,7 +128,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return
         weights = from_shareable(task).data or {}
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: _own_copy(value) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = {name: _as_array(value) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
@@ -181,7 +181,9 @@ class GradInversionAggregatorFilter(DXOFilter):
                 started,
             )
         try:
-            update = self._copy_update(fl_ctx, round_num, site, base, dxo)
+            # Audit mode only reads the received arrays before this returns (to spill them, or to copy the few it
+            # keeps in memory): no copy of its own for each update.
+            update = self._copy_update(fl_ctx, round_num, site, base, dxo, copy=self.settings.mode != "audit")
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
 
@@ -224,9 +226,11 @@ class GradInversionAggregatorFilter(DXOFilter):
 
     # --- helpers -----------------------------------------------------------------------------------------------
     def _copy_update(
-        self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
+        self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO, copy: bool = True
     ) -> UpdateToAudit:
-        data = {name: _own_copy(value) for name, value in dxo.data.items()}
+        """The update as numpy arrays: copies of the received ones, or with ``copy=False`` views of them where they
+        are numpy or CPU tensors already (see :func:`_as_array`)."""
+        data = {name: _as_array(value, copy) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
             self.log_info(
                 fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
@@ -324,6 +328,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                     max_in_memory=0 if workers else settings.audit_max_pending,
                     policy=settings.audit_policy,
                     workers=max(1, workers),
+                    own=_owned_update,
                 )
                 if workers:
                     self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
@@ -434,13 +439,22 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _own_copy(value: Any) -> np.ndarray:
-    """A numpy copy of one received tensor; NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive
-    as lazy references, read from disk here, once per attacked update (the shareable keeps its references)."""
+def _as_array(value: Any, copy: bool = True) -> np.ndarray:
+    """One received tensor as a numpy array of its own (``copy``), or else a view of it where it allows one.
+
+    NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive as lazy references, read from disk here,
+    once per attacked update (the shareable keeps its references).
+    """
     materialize = getattr(value, "materialize", None)
     if callable(materialize):
         return to_numpy(materialize())  # already a fresh tensor: no second copy
-    return to_numpy(value, copy=True)
+    return to_numpy(value, copy=copy)
+
+
+def _owned_update(update: UpdateToAudit) -> UpdateToAudit:
+    """``update`` with a diff of its own, for audit mode's queue to keep in memory (the global state is the filter's
+    own copy already)."""
+    return dataclasses.replace(update, diff={name: np.array(value, copy=True) for name, value in update.diff.items()})
 
 
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:

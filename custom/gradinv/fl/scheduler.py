@@ -38,13 +38,14 @@ class BackgroundAudits(Generic[Job]):
     """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked by ``workers``.
 
     Memory stays bounded however slow the attack is: beyond ``max_in_memory`` copies (queued or under attack) an
-    update goes to disk through ``spill`` and the queue holds only its path. With ``policy="latest_per_site"`` a
-    site's newer update replaces its older one still waiting, which is accounted for as ``skipped``. Every item ends
-    in exactly one call: ``attack`` (which records the update's row itself and must not raise; what escapes goes to
-    ``on_crash``) or ``account(item, status, reason)`` for the updates that are not attacked. ``attack`` runs inside
-    :func:`~gradinv.attack.invert.stop_attacks_when`: at the drain deadline it should raise
-    :class:`~gradinv.attack.invert.AttackStopped` (an attack in this process does at its next step) without a row,
-    and its update is left like one never started.
+    update goes to disk through ``spill`` and the queue holds only its path. A submitted job may borrow its caller's
+    memory: ``spill`` writes it as it is, and ``own`` makes the copy the queue keeps when it keeps one in memory.
+    With ``policy="latest_per_site"`` a site's newer update replaces its older one still waiting, which is accounted
+    for as ``skipped``. Every item ends in exactly one call: ``attack`` (which records the update's row itself and
+    must not raise; what escapes goes to ``on_crash``) or ``account(item, status, reason)`` for the updates that are
+    not attacked. ``attack`` runs inside :func:`~gradinv.attack.invert.stop_attacks_when`: at the drain deadline it
+    should raise :class:`~gradinv.attack.invert.AttackStopped` (an attack in this process does, at its next step)
+    without a row, and its update is left like one never started.
     """
 
     def __init__(
@@ -56,11 +57,12 @@ class BackgroundAudits(Generic[Job]):
         max_in_memory: int = 2,
         policy: str = "all",
         workers: int = 1,
+        own: Callable[[Job], Job] = lambda job: job,
     ):
         if policy not in AUDIT_POLICIES:
             raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}")
         self._attack, self._on_crash, self._spill, self._account = attack, on_crash, spill, account
-        self._max_in_memory, self._policy = max_in_memory, policy
+        self._max_in_memory, self._policy, self._own = max_in_memory, policy, own
         self._queue: collections.deque[Queued[Job]] = collections.deque()
         self._in_memory = 0  # queued in memory + under attack in memory
         self._busy = 0  # attacks under way
@@ -72,7 +74,10 @@ class BackgroundAudits(Generic[Job]):
         self._workers: list[threading.Thread] = []
 
     def submit(self, round_num: int, site: str, job: Job) -> int:
-        """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting."""
+        """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting.
+
+        ``job`` is not used after this returns: what the queue keeps is ``own(job)`` or the spilled file.
+        """
         superseded: list[Queued[Job]] = []
         item = Queued(round_num, site, job)
         with self._changed:
@@ -96,6 +101,8 @@ class BackgroundAudits(Generic[Job]):
                 self._account(item, "not_attacked", f"{self._max_in_memory} updates already held in memory and "
                               f"spilling this one failed ({exc}); free disk space in the run dir")
                 return self.waiting()
+        else:
+            item = Queued(round_num, site, self._own(job))
         with self._changed:
             self._queue.append(item)
             if not self._workers:
@@ -218,5 +225,5 @@ def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+        digest.update(np.ascontiguousarray(arrays[name]).data)  # the array's own memory: no copy
     return digest.hexdigest()

@@ -8,9 +8,9 @@ tensors arrive as float32, which holds them exactly), so an update read back is 
 
 from __future__ import annotations
 
-import io
 import json
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
-from gradinv.private_files import PRIVATE_DIR_MODE, write_private_bytes
+from gradinv.private_files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 
 PENDING_DIR = "pending"
 SPILL_SUFFIX = ".npz"
@@ -42,15 +42,28 @@ def pending_dir(out_dir: str | os.PathLike) -> Path:
 
 
 def spill_update(update: UpdateToAudit, folder: str | os.PathLike) -> Path:
-    """Write ``update`` to a new 0600 file in ``folder``; returns its path (raises ``OSError`` on a full disk)."""
+    """Write ``update`` to a new 0600 file in ``folder``; returns its path (raises ``OSError`` on a full disk).
+
+    The arrays are streamed into the file in chunks of at most 16 MiB (numpy's own), never gathered in memory: a
+    spill costs the server no second copy of the update. Written under a temporary name, renamed when complete.
+    """
     arrays = {_GLOBAL + name: value for name, value in update.global_state.items()}
     arrays.update({_DIFF + name: value for name, value in update.diff.items()})
     header = {"round": update.round_num, "site": update.site, "meta": update.meta}
     arrays[_META_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
     name = f"round_{update.round_num:05d}_{safe_path_part(update.site)}_{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}"
-    return write_private_bytes(Path(folder) / name, buffer.getbuffer())
+    path = Path(folder) / name
+    # mkstemp creates the file 0600; the leading dot keeps a half-written one out of spilled_updates().
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            np.savez(handle, allow_pickle=False, **arrays)
+        os.chmod(temporary, PRIVATE_FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def load_update(path: str | os.PathLike) -> UpdateToAudit:

@@ -12,9 +12,11 @@ when it does not answer within ``_STOP_WAIT_S``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import multiprocessing
 import os
+import pickle
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -25,6 +27,7 @@ from torch import nn
 
 from gradinv.artifact_layout import METRICS_COLUMNS, METRICS_CSV
 from gradinv.attack.invert import AttackStopped, stop_attacks_when, stop_requested
+from gradinv.compat import import_torchvision
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
@@ -137,7 +140,8 @@ class AttackProcesses:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_serve,
-            args=(child, self._out_dir, self._model, settings, threads),
+            # Pickled here, unpickled by the process once gradinv's torchvision shim is in place (see _serve).
+            args=(child, self._out_dir, pickle.dumps(self._model), settings, threads),
             name=f"gradinv-attack-{slot}",
             daemon=True,  # never outlives the server's job process
         )
@@ -148,13 +152,18 @@ class AttackProcesses:
         return process, parent
 
 
-def _serve(connection: Connection, out_dir: Path, model: nn.Module, settings: AuditSettings, threads: int) -> None:
+def _serve(connection: Connection, out_dir: Path, pickled_model: bytes, settings: AuditSettings, threads: int) -> None:
     """A worker process: attack the spilled updates named on ``connection`` until told to stop."""
     import torch
 
     from gradinv.fl.spill import attack_spilled_update
 
     torch.set_num_threads(threads)
+    if importlib.util.find_spec("torchvision") is not None:
+        # A model of torchvision's classes (the paper's ResNet-18) imports torchvision as it is unpickled, which
+        # fails beside a CPU build of torch unless gradinv.compat prepares it first.
+        import_torchvision()
+    model: nn.Module = pickle.loads(pickled_model)
     auditor = LeakageAuditor(out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists))
     while True:
         try:
