@@ -318,7 +318,10 @@ class GradInversionAggregatorFilter(DXOFilter):
                 workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
                 attack = functools.partial(self._attack_in_background, fl_ctx)
                 if workers:  # the processes read every update from disk: none is held in this process
-                    self._processes = AttackProcesses(workers, out_dir, self._auditor.model, settings, self._auditor)
+                    # The job's own model goes to the processes without staying in this one (the auditor here
+                    # never attacks).
+                    model = job_model(fl_ctx.get_engine()) if settings.model is None else self._auditor.model
+                    self._processes = AttackProcesses(workers, out_dir, model, settings, self._auditor)
                     attack = self._processes.attack
                 self._background = BackgroundAudits(
                     attack,

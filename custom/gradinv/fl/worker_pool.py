@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -31,6 +32,7 @@ from gradinv.compat import import_torchvision
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
+from gradinv.fl.spill import attack_spilled_update, pending_dir
 from gradinv.private_files import write_private_text
 
 _log = logging.getLogger(__name__)
@@ -53,7 +55,10 @@ class AttackProcesses:
     """``count`` attack processes; :meth:`attack` is called by one :class:`BackgroundAudits` thread per process."""
 
     def __init__(self, count: int, out_dir: Path, model: nn.Module, settings: AuditSettings, auditor: LeakageAuditor):
-        self._count, self._out_dir, self._model, self._settings = count, Path(out_dir), model, settings
+        self._count, self._out_dir, self._settings = count, Path(out_dir), settings
+        # The processes load the model from a file: the server process keeps no reference to it, and starting a
+        # process costs no in-memory pickle of it.
+        self._model_file = _save_model(model, pending_dir(self._out_dir))
         self._auditor = auditor  # the server-side one: writes the rows of updates whose process died
         self._context = multiprocessing.get_context("spawn")
         self._local = threading.local()
@@ -128,6 +133,7 @@ class AttackProcesses:
             if process.is_alive():
                 process.kill()
                 process.join()
+        self._model_file.unlink(missing_ok=True)
 
     def _start(self) -> tuple[Any, Connection]:
         with self._lock:
@@ -140,8 +146,7 @@ class AttackProcesses:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_serve,
-            # Pickled here, unpickled by the process once gradinv's torchvision shim is in place (see _serve).
-            args=(child, self._out_dir, pickle.dumps(self._model), settings, threads),
+            args=(child, self._out_dir, self._model_file, settings, threads),
             name=f"gradinv-attack-{slot}",
             daemon=True,  # never outlives the server's job process
         )
@@ -152,18 +157,17 @@ class AttackProcesses:
         return process, parent
 
 
-def _serve(connection: Connection, out_dir: Path, pickled_model: bytes, settings: AuditSettings, threads: int) -> None:
+def _serve(connection: Connection, out_dir: Path, model_file: Path, settings: AuditSettings, threads: int) -> None:
     """A worker process: attack the spilled updates named on ``connection`` until told to stop."""
     import torch
-
-    from gradinv.fl.spill import attack_spilled_update
 
     torch.set_num_threads(threads)
     if importlib.util.find_spec("torchvision") is not None:
         # A model of torchvision's classes (the paper's ResNet-18) imports torchvision as it is unpickled, which
         # fails beside a CPU build of torch unless gradinv.compat prepares it first.
         import_torchvision()
-    model: nn.Module = pickle.loads(pickled_model)
+    with open(model_file, "rb") as handle:
+        model: nn.Module = pickle.load(handle)
     auditor = LeakageAuditor(out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists))
     while True:
         try:
@@ -184,6 +188,14 @@ def _serve(connection: Connection, out_dir: Path, pickled_model: bytes, settings
             connection.send(_STOPPED)
             continue
         connection.send({key: row.get(key) for key in ("round", "site", "status")})
+
+
+def _save_model(model: nn.Module, folder: Path) -> Path:
+    """Pickle ``model`` into a new 0600 file in ``folder``, streamed (no in-memory pickle of it)."""
+    descriptor, path = tempfile.mkstemp(prefix=".attack_model.", suffix=".pkl", dir=folder)
+    with os.fdopen(descriptor, "wb") as handle:
+        pickle.dump(model, handle)
+    return Path(path)
 
 
 def _start_metrics_csv(out_dir: Path) -> None:
