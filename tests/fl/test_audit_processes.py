@@ -13,7 +13,9 @@ from gradinv.fl.scheduler import Queued
 from gradinv.fl.spill import pending_dir, spill_update
 from gradinv.fl.worker_pool import AttackProcesses
 
+from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
 from .test_audit_queue import SITES, _run_audit_job
+from .test_filter import make_filter
 
 
 def _rows(out_dir):
@@ -72,3 +74,17 @@ def test_an_attack_process_unpickles_a_model_of_torchvision_classes(tmp_path):
         pool.close()
     (row,) = _rows(tmp_path)
     assert row["status"] == "error" and "is not a readable spilled update" in row["reason"]
+
+
+def test_attack_processes_without_a_model_to_send_make_the_update_invalid_not_lost(tmp_path):
+    class NoModelEngine(FakeServerEngine):
+        def get_component(self, component_id):
+            return None
+
+    engine, model = NoModelEngine(tmp_path), global_model()
+    flt = make_filter(mode="audit", model=None, audit_workers=1)  # the job's own model, but this job has none
+    send_round(engine, flt, model)
+    flt.process(client_result(model, *sample_images(2)), result_context(engine, "site-1"))
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    (row,) = _rows(tmp_path / "job-1" / "gradinv")
+    assert (row["site"], row["status"]) == ("site-1", "invalid") and "no model persistor" in row["reason"]

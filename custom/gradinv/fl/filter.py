@@ -34,7 +34,7 @@ from nvflare.app_common.app_event_type import AppEventType
 from gradinv import __version__
 from gradinv.arrays import to_numpy
 from gradinv.attack import resolve_device
-from gradinv.errors import AttackInputError
+from gradinv.errors import AttackInputError, GradinvError
 from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.job_model import job_model
@@ -198,8 +198,11 @@ class GradInversionAggregatorFilter(DXOFilter):
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
+            try:
+                self._enqueue(update, fl_ctx)
+            except AttackInputError as exc:
+                return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
             self._decisions.remember(key, "pass")
-            self._enqueue(update, fl_ctx)
             return None
         try:
             outcome = auditor.audit(update, time_budget_s=self.settings.time_budget_s)
@@ -320,7 +323,10 @@ class GradInversionAggregatorFilter(DXOFilter):
                 if workers:  # the processes read every update from disk: none is held in this process
                     # The job's own model goes to the processes without staying in this one (the auditor here
                     # never attacks).
-                    model = job_model(fl_ctx.get_engine()) if settings.model is None else self._auditor.model
+                    try:
+                        model = job_model(fl_ctx.get_engine()) if settings.model is None else self._auditor.model
+                    except GradinvError as exc:  # no model to attack: this update is invalid, the next may not be
+                        raise AttackInputError(str(exc)) from exc
                     self._processes = AttackProcesses(workers, out_dir, model, settings, self._auditor)
                     attack = self._processes.attack
                 self._background = BackgroundAudits(
