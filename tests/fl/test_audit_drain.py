@@ -12,6 +12,7 @@ from nvflare.apis.event_type import EventType
 
 from gradinv.attack import attack_update, get_preset
 from gradinv.attack.invert import AttackStopped, stop_attacks_when, stop_requested
+from gradinv.fl.spill import spilled_updates
 from gradinv.recipe import TrainingRecipe
 from gradinv.simulation import simulate_client
 
@@ -79,6 +80,7 @@ def test_the_drain_stops_the_attack_under_way_at_its_deadline_and_keeps_its_upda
     assert [(row["site"], row["status"]) for row in rows] == [(site, "not_attacked") for site in SITES[:3]]
     stopped = [row for row in rows if "while its attack was under way" in row["reason"]]
     assert len(stopped) == 1 and "drain_timeout_s=0.5" in stopped[0]["reason"]
-    kept = sorted(path.name for path in (out_dir / "pending").iterdir())
+    kept = [path.name for path in spilled_updates(out_dir)]
     assert len(kept) == 3 and all(any(name in row["reason"] for name in kept) for row in rows)
+    assert len(list((out_dir / "pending").glob("global_*"))) == 1  # their round's global model stays with them
     assert flt._background.in_memory() == 0 and not [t for t in threading.enumerate() if "gradinv-audit" in t.name]

@@ -8,7 +8,7 @@ import threading
 import numpy as np
 from nvflare.apis.event_type import EventType
 
-import gradinv.fl.filter as filter_module
+import gradinv.fl.spill as spill_module
 
 from .fl_helpers import (
     FakeServerEngine,
@@ -29,12 +29,12 @@ def _shares_memory(first, second) -> bool:
 def test_a_spilled_update_is_written_from_the_received_arrays_and_a_held_one_is_a_copy(tmp_path, monkeypatch):
     spilled_diffs = []
 
-    def spy(update, folder):
+    def spy(update, global_file):
         spilled_diffs.append(update.diff)
-        return spill_update(update, folder)
+        return spill_update(update, global_file)
 
-    spill_update = filter_module.spill_update
-    monkeypatch.setattr(filter_module, "spill_update", spy)
+    spill_update = spill_module.spill_update
+    monkeypatch.setattr(spill_module, "spill_update", spy)
     engine, model = FakeServerEngine(tmp_path), global_model()
     flt = make_filter(mode="audit", audit_max_pending=1, audit_workers=0)
     send_round(engine, flt, model)

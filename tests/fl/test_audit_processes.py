@@ -10,7 +10,7 @@ import time
 from nvflare.apis.event_type import EventType
 
 from gradinv.fl.scheduler import Queued
-from gradinv.fl.spill import pending_dir, spill_update
+from gradinv.fl.spill import RoundSpiller, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses
 
 from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
@@ -34,7 +34,7 @@ def test_two_attack_processes_write_one_row_per_update_and_a_killed_one_costs_an
     auditor = flt._auditor
     slow = dataclasses.replace(flt.settings, attack_overrides={"iterations": 10**6})
     pool = AttackProcesses(1, out_dir, auditor.model, slow, auditor)
-    spilled = spill_update(_an_update(flt), pending_dir(out_dir))
+    spilled = RoundSpiller(pending_dir(out_dir))(_an_update(flt))
     attacking = threading.Thread(target=pool.attack, args=(Queued(7, "site-9", path=spilled),))
     attacking.start()
     while not pool._started:

@@ -41,7 +41,7 @@ from gradinv.fl.job_model import job_model
 from gradinv.fl.meta import META_TEST_ACCURACY
 from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
 from gradinv.fl.settings import AuditSettings
-from gradinv.fl.spill import attack_spilled_update, pending_dir, spill_update
+from gradinv.fl.spill import RoundSpiller, attack_spilled_update, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
@@ -105,6 +105,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._decisions = DecisionMemory()
         self._background: BackgroundAudits[UpdateToAudit] | None = None
         self._processes: AttackProcesses | None = None
+        self._spiller: RoundSpiller | None = None
         self._lock = threading.Lock()
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -131,6 +132,9 @@ class GradInversionAggregatorFilter(DXOFilter):
             self._base_by_round[int(round_num)] = {name: _as_array(value) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
+            live_rounds = set(self._base_by_round)
+        if self._spiller is not None:  # the spilled global models of rounds over and done with
+            self._spiller.discard_unused(live_rounds)
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
 
     # --- the filter --------------------------------------------------------------------------------------------
@@ -319,6 +323,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 settings = self.settings
                 out_dir = self._auditor.writer.out_dir
                 workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
+                self._spiller = RoundSpiller(pending_dir(out_dir))
                 attack = functools.partial(self._attack_in_background, fl_ctx)
                 if workers:  # the processes read every update from disk: none is held in this process
                     # The job's own model goes to the processes without staying in this one (the auditor here
@@ -332,7 +337,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self._background = BackgroundAudits(
                     attack,
                     functools.partial(self._background_crash, fl_ctx),
-                    functools.partial(spill_update, folder=pending_dir(out_dir)),
+                    self._spiller,
                     functools.partial(self._account, fl_ctx),
                     max_in_memory=0 if workers else settings.audit_max_pending,
                     policy=settings.audit_policy,
@@ -377,6 +382,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             finally:
                 if self._processes is not None:
                     self._processes.close()
+                self._spiller.discard_unused()
             if left:
                 self.log_warning(
                     fl_ctx,

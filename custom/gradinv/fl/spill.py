@@ -1,9 +1,11 @@
 """Client updates kept on disk while they wait for an attack (audit mode): as private as the reconstructions.
 
-A spilled update is one ``.npz`` file (mode 0600) in ``<run_dir>/<out_subdir>/pending/`` (mode 0700): the global
-model under ``global/<name>``, the diff under ``diff/<name>`` and the round, site and client meta as JSON under
-``__update__``. numpy's own format keeps every dtype and bit (the filter's copies are numpy already: bfloat16
-tensors arrive as float32, which holds them exactly), so an update read back is the update that was written.
+Spilled updates are ``.npz`` files (mode 0600) in ``<run_dir>/<out_subdir>/pending/`` (mode 0700). A round's global
+model is written once, to ``global_<round>_<id>.npz`` (under ``global/<name>``), and shared by the round's updates:
+each ``round_<round>_<site>_<id>.npz`` holds its diff under ``diff/<name>`` and, as JSON under ``__update__``, the
+round, site, client meta and the name of its global model's file. numpy's own format keeps every dtype and bit (the
+filter's arrays are numpy already: bfloat16 tensors arrive as float32, which holds them exactly), so an update read
+back is the update that was written.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,7 @@ PENDING_DIR = "pending"
 SPILL_SUFFIX = ".npz"
 _META_KEY = "__update__"
 _GLOBAL, _DIFF = "global/", "diff/"
+_GLOBAL_FILE_PREFIX = "global_"
 
 
 def pending_dir(out_dir: str | os.PathLike) -> Path:
@@ -41,20 +45,56 @@ def pending_dir(out_dir: str | os.PathLike) -> Path:
     return folder
 
 
-def spill_update(update: UpdateToAudit, folder: str | os.PathLike) -> Path:
-    """Write ``update`` to a new 0600 file in ``folder``; returns its path (raises ``OSError`` on a full disk).
+class RoundSpiller:
+    """Spills updates into ``folder``, each round's global model once (the round's first spilled update writes it).
 
-    The arrays are streamed into the file in chunks of at most 16 MiB (numpy's own), never gathered in memory: a
-    spill costs the server no second copy of the update. Written under a temporary name, renamed when complete.
+    Thread-safe: the filter spills from FedAvg's result threads and its queue's workers.
     """
-    arrays = {_GLOBAL + name: value for name, value in update.global_state.items()}
-    arrays.update({_DIFF + name: value for name, value in update.diff.items()})
-    header = {"round": update.round_num, "site": update.site, "meta": update.meta}
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self._lock = threading.Lock()
+        self._globals: dict[int, Path] = {}
+
+    def __call__(self, update: UpdateToAudit) -> Path:
+        """Write ``update``; returns its path (raises ``OSError`` on a full disk)."""
+        with self._lock:  # held while writing: discard_unused must not delete a global an update is about to name
+            path = self._globals.get(update.round_num)
+            if path is None or not path.exists():
+                path = self._globals[update.round_num] = spill_global(
+                    update.round_num, update.global_state, self.folder
+                )
+            return spill_update(update, path)
+
+    def discard_unused(self, live_rounds: Collection[int] = ()) -> None:
+        """Delete the global models of rounds not in ``live_rounds`` (those that may still get updates) that no
+        spilled update names any more."""
+        with self._lock:
+            discard_unused_globals(self.folder, live_rounds)
+            self._globals = {round_num: path for round_num, path in self._globals.items() if path.exists()}
+
+
+def spill_global(round_num: int, global_state: Mapping[str, np.ndarray], folder: str | os.PathLike) -> Path:
+    """Write a round's global model to a new 0600 file in ``folder``, for :func:`spill_update` to name."""
+    name = f"{_GLOBAL_FILE_PREFIX}{round_num:05d}_{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}"
+    return _write_npz(Path(folder) / name, {_GLOBAL + key: value for key, value in global_state.items()})
+
+
+def spill_update(update: UpdateToAudit, global_file: Path) -> Path:
+    """Write ``update``'s diff and meta to a new 0600 file beside ``global_file`` (its global model, from
+    :func:`spill_global`); returns its path (raises ``OSError`` on a full disk)."""
+    arrays = {_DIFF + name: value for name, value in update.diff.items()}
+    header = {"round": update.round_num, "site": update.site, "meta": update.meta, "global": global_file.name}
     arrays[_META_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     name = f"round_{update.round_num:05d}_{safe_path_part(update.site)}_{uuid.uuid4().hex[:12]}{SPILL_SUFFIX}"
-    path = Path(folder) / name
+    return _write_npz(global_file.parent / name, arrays)
+
+
+def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Stream ``arrays`` into ``path`` (mode 0600) in chunks of at most 16 MiB (numpy's own), never gathered in memory:
+    a spill costs the server no second copy. Written under a temporary name, renamed when complete."""
     # mkstemp creates the file 0600; the leading dot keeps a half-written one out of spilled_updates().
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             np.savez(handle, allow_pickle=False, **arrays)
@@ -67,15 +107,17 @@ def spill_update(update: UpdateToAudit, folder: str | os.PathLike) -> Path:
 
 
 def load_update(path: str | os.PathLike) -> UpdateToAudit:
-    """Read back an update :func:`spill_update` wrote."""
+    """Read back an update :func:`spill_update` wrote, with its global model."""
+    path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             header = json.loads(archive[_META_KEY].tobytes().decode())
-            global_state = {key[len(_GLOBAL):]: archive[key] for key in archive.files if key.startswith(_GLOBAL)}
             diff = {key[len(_DIFF):]: archive[key] for key in archive.files if key.startswith(_DIFF)}
+        with np.load(path.parent / header["global"], allow_pickle=False) as archive:
+            global_state = {key[len(_GLOBAL):]: archive[key] for key in archive.files if key.startswith(_GLOBAL)}
     except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path} is not a readable spilled update ({exc}); it was cut short or is not gradinv's; "
-                        "delete it") from exc
+        raise DataError(f"{path} is not a readable spilled update ({exc}); it, or the global model file it names, "
+                        "was cut short, deleted or is not gradinv's; delete it") from exc
     return UpdateToAudit(int(header["round"]), str(header["site"]), global_state, diff, dict(header["meta"]))
 
 
@@ -83,6 +125,14 @@ def spilled_updates(out_dir: str | os.PathLike) -> list[Path]:
     """The spilled updates of a run's gradinv folder, oldest round first."""
     folder = Path(out_dir) / PENDING_DIR
     return sorted(folder.glob(f"round_*{SPILL_SUFFIX}")) if folder.is_dir() else []
+
+
+def discard_unused_globals(folder: str | os.PathLike, live_rounds: Collection[int] = ()) -> None:
+    """Delete the spilled global models of rounds not in ``live_rounds`` for which no spilled update is left."""
+    for path in Path(folder).glob(f"{_GLOBAL_FILE_PREFIX}*{SPILL_SUFFIX}"):
+        round_num = int(path.name[len(_GLOBAL_FILE_PREFIX):].split("_")[0])
+        if round_num not in live_rounds and not any(Path(folder).glob(f"round_{round_num:05d}_*{SPILL_SUFFIX}")):
+            path.unlink(missing_ok=True)
 
 
 def attack_spilled_update(
