@@ -30,6 +30,8 @@ from pathlib import Path
 
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ")
 _ROUND_START = re.compile(r"^\s*Round (\d+) started")
+_RESULT_IN = re.compile(r"got result from client (\S+) for task")
+_QUEUED = re.compile(r"gradinv: round \d+ (\S+): queued for a background attack")
 
 
 def _one_run(args: argparse.Namespace) -> dict:
@@ -67,7 +69,8 @@ def _one_run(args: argparse.Namespace) -> dict:
     run_dir = workspace / settings.name / "server" / "simulate_job"
     model_bytes = sum(p.numel() * p.element_size() for p in _model(settings).state_dict().values())
     result = {"peak_rss_mb": max(peaks.values(), default=0) / 1024, "wall_s": wall,
-              "round_s": _mean_round_seconds(workspace), "model_mb": model_bytes / 2**20}
+              "round_s": _mean_round_seconds(workspace), "model_mb": model_bytes / 2**20,
+              "filter_hold_s": _mean_filter_hold_seconds(workspace)}
     out_dir = run_dir / "gradinv"
     if out_dir.exists():
         with open(out_dir / "metrics.csv") as handle:
@@ -108,22 +111,42 @@ def _model(settings):
     return _initial_model(settings)
 
 
-def _mean_round_seconds(workspace: Path) -> float | None:
-    """From the server's log: FedAvg logs a time-stamped record whose message's last line is "Round N started"."""
-    starts: dict[int, datetime] = {}
+def _server_log(workspace: Path):
+    """(time stamp of the record, line) for every line of the server's log; continuation lines get their record's."""
     last_stamp = None
     for log in workspace.glob("*/server/log.txt"):
         for line in log.read_text(errors="replace").splitlines():
             stamp = _TIMESTAMP.match(line)
             if stamp:
                 last_stamp = datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f")
-            match = _ROUND_START.match(line)
-            if match and last_stamp is not None:
-                starts.setdefault(int(match[1]), last_stamp)
+            if last_stamp is not None:
+                yield last_stamp, line
+
+
+def _mean_round_seconds(workspace: Path) -> float | None:
+    """From the server's log: FedAvg logs a time-stamped record whose message's last line is "Round N started"."""
+    starts: dict[int, datetime] = {}
+    for stamp, line in _server_log(workspace):
+        match = _ROUND_START.match(line)
+        if match:
+            starts.setdefault(int(match[1]), stamp)
     if len(starts) < 2:
         return None
     first, last = min(starts), max(starts)
     return (starts[last] - starts[first]).total_seconds() / (last - first)
+
+
+def _mean_filter_hold_seconds(workspace: Path) -> float | None:
+    """Mean time from the server's "got result from client X" to the filter's "X: queued" (audit mode): how long
+    the filter holds each result on FedAvg's path. None without the filter."""
+    received: dict[str, datetime] = {}
+    holds = []
+    for stamp, line in _server_log(workspace):
+        if match := _RESULT_IN.search(line):
+            received[match[1]] = stamp
+        elif (match := _QUEUED.search(line)) and match[1] in received:
+            holds.append((stamp - received.pop(match[1])).total_seconds())
+    return sum(holds) / len(holds) if holds else None
 
 
 def main() -> None:
@@ -167,6 +190,7 @@ def main() -> None:
         "expected_rows": args.rounds * args.sites, "one_row_per_update": audit.get("updates_with_one_row"),
         "round_s": {"audit": audit["round_s"], "no_filter": baseline["round_s"]},
         "round_time_ratio": audit["round_s"] / baseline["round_s"] if audit["round_s"] and baseline["round_s"] else 0,
+        "filter_hold_s_per_update": audit["filter_hold_s"],
     }
     print(json.dumps(summary))
 

@@ -10,10 +10,12 @@ import time
 from nvflare.apis.event_type import EventType
 
 from gradinv.fl.scheduler import Queued
-from gradinv.fl.spill import pending_dir, spill_update
+from gradinv.fl.spill import RoundSpiller, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses
 
+from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
 from .test_audit_queue import SITES, _run_audit_job
+from .test_filter import make_filter
 
 
 def _rows(out_dir):
@@ -32,7 +34,7 @@ def test_two_attack_processes_write_one_row_per_update_and_a_killed_one_costs_an
     auditor = flt._auditor
     slow = dataclasses.replace(flt.settings, attack_overrides={"iterations": 10**6})
     pool = AttackProcesses(1, out_dir, auditor.model, slow, auditor)
-    spilled = spill_update(_an_update(flt), pending_dir(out_dir))
+    spilled = RoundSpiller(pending_dir(out_dir))(_an_update(flt))
     attacking = threading.Thread(target=pool.attack, args=(Queued(7, "site-9", path=spilled),))
     attacking.start()
     while not pool._started:
@@ -50,3 +52,39 @@ def _an_update(flt):
 
     base = dict(next(iter(flt._base_by_round.values())))
     return UpdateToAudit(7, "site-9", base, {name: value * 0 for name, value in base.items()}, {})
+
+
+def test_an_attack_process_unpickles_a_model_of_torchvision_classes(tmp_path):
+    # torchvision imports only behind gradinv's shim beside a CPU torch; a process that unpickled the paper's
+    # ResNet-18 first died before its first update. An unreadable update tells the two apart: a live process
+    # writes that update's row itself.
+    from gradinv.fl.auditor import LeakageAuditor
+    from gradinv.fl.settings import AuditSettings
+    from gradinv.models import build_model
+
+    settings = AuditSettings(model="resnet18", input_shape=(1, 16, 16), prior="none", progress=False, num_threads=1)
+    model = build_model("resnet18", resolution=16)
+    auditor = LeakageAuditor(tmp_path, model, settings)
+    broken = pending_dir(tmp_path) / "round_00000_site-1_000000000000.npz"
+    broken.write_bytes(b"not an npz")
+    pool = AttackProcesses(1, tmp_path, model, settings, auditor)
+    try:
+        pool.attack(Queued(0, "site-1", path=broken))
+    finally:
+        pool.close()
+    (row,) = _rows(tmp_path)
+    assert row["status"] == "error" and "is not a readable spilled update" in row["reason"]
+
+
+def test_attack_processes_without_a_model_to_send_make_the_update_invalid_not_lost(tmp_path):
+    class NoModelEngine(FakeServerEngine):
+        def get_component(self, component_id):
+            return None
+
+    engine, model = NoModelEngine(tmp_path), global_model()
+    flt = make_filter(mode="audit", model=None, audit_workers=1)  # the job's own model, but this job has none
+    send_round(engine, flt, model)
+    flt.process(client_result(model, *sample_images(2)), result_context(engine, "site-1"))
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    (row,) = _rows(tmp_path / "job-1" / "gradinv")
+    assert (row["site"], row["status"]) == ("site-1", "invalid") and "no model persistor" in row["reason"]

@@ -14,7 +14,7 @@ from nvflare.apis.event_type import EventType
 from gradinv.cli import main as gradinv_main
 from gradinv.fl.auditor import UpdateToAudit
 from gradinv.fl.scheduler import BackgroundAudits
-from gradinv.fl.spill import load_update, pending_dir, spill_update
+from gradinv.fl.spill import RoundSpiller, load_update, pending_dir, spilled_updates
 
 from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
 from .test_filter import make_filter
@@ -110,7 +110,7 @@ def test_a_full_disk_accounts_for_the_update_instead_of_losing_it(tmp_path):
     assert len(recorder.attacked) == 1
 
 
-def test_a_spilled_update_round_trips_bit_exactly_in_a_private_file(tmp_path):
+def test_a_spilled_update_round_trips_bit_exactly_in_private_files_sharing_its_rounds_global_model(tmp_path):
     rng = np.random.default_rng(0)
     update = UpdateToAudit(
         4,
@@ -119,8 +119,11 @@ def test_a_spilled_update_round_trips_bit_exactly_in_a_private_file(tmp_path):
         {"conv.weight": rng.normal(size=(3, 2, 3, 3)).astype(np.float64), "half": np.float16([np.nan, -0.0, 1e-7])},
         {"num_images": 2, "recipe": {"lr": 0.01}},
     )
-    path = spill_update(update, pending_dir(tmp_path))
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    spiller = RoundSpiller(pending_dir(tmp_path))
+    path = spiller(update)
+    assert spiller(update) != path and len(list(path.parent.glob("global_*"))) == 1  # one global model per round
+    assert all(stat.S_IMODE(spilled.stat().st_mode) == 0o600 for spilled in path.parent.iterdir())
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     back = load_update(path)
     assert (back.round_num, back.site, back.meta) == (4, "site-3", update.meta)
     for original, restored in ((update.global_state, back.global_state), (update.diff, back.diff)):
@@ -128,6 +131,14 @@ def test_a_spilled_update_round_trips_bit_exactly_in_a_private_file(tmp_path):
         for name in original:
             assert restored[name].dtype == original[name].dtype and restored[name].shape == original[name].shape
             assert restored[name].tobytes() == original[name].tobytes()
+
+    # A round's global model goes once no spilled update names it, unless the round may still get updates.
+    for spilled in spilled_updates(tmp_path):
+        spilled.unlink()
+    spiller.discard_unused(live_rounds={4})
+    assert len(list(path.parent.iterdir())) == 1
+    spiller.discard_unused()
+    assert list(path.parent.iterdir()) == []
 
 
 def _rows(out_dir):
@@ -160,13 +171,13 @@ def _run_audit_job(tmp_path, hold_attacks: bool, **settings):
 def test_spilled_files_are_private_and_deleted_once_attacked_unless_kept(tmp_path):
     for keep in (False, True):
         flt, engine, out_dir, release = _run_audit_job(tmp_path / str(keep), True, keep_updates=keep)
+        assert len(spilled_updates(out_dir)) == 2  # the first update is under attack in memory, the bound holds one
         spilled = list((out_dir / "pending").iterdir())
-        assert len(spilled) == 2  # the first update is under attack in memory, the bound holds one
-        assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in spilled)
+        assert len(spilled) == 3 and all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in spilled)
         release.set()
         flt.handle_event(EventType.END_RUN, engine.new_context())
         assert [row["status"] for row in _rows(out_dir)] == ["ok"] * 3
-        assert len(list((out_dir / "pending").iterdir())) == (2 if keep else 0)
+        assert len(list((out_dir / "pending").iterdir())) == (3 if keep else 0)  # the updates and their global
 
 
 def test_gradinv_audit_attacks_what_the_drain_deadline_left_as_the_job_would_have(tmp_path, capsys):
@@ -174,11 +185,11 @@ def test_gradinv_audit_attacks_what_the_drain_deadline_left_as_the_job_would_hav
     flt.handle_event(EventType.END_RUN, engine.new_context())
 
     flt, engine, later, release = _run_audit_job(tmp_path / "later", True, report=True, drain_timeout_s=0.0)
-    threading.Timer(0.2, release.set).start()
+    threading.Timer(0.2, release.set).start()  # the attack under way at the deadline is stopped at its first step
     flt.handle_event(EventType.END_RUN, engine.new_context())
     statuses = sorted(row["status"] for row in _rows(later))
-    assert statuses == ["not_attacked", "not_attacked", "ok"]
-    assert len(list((later / "pending").iterdir())) == 2
+    assert statuses == ["not_attacked"] * 3
+    assert len(spilled_updates(later)) == 3
 
     assert gradinv_main(["audit", str(later)]) == 0
     assert "report.html" in capsys.readouterr().out

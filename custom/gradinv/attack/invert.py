@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -21,10 +23,38 @@ from gradinv.attack.labels import estimate_label_counts, labels_from_counts
 from gradinv.attack.objective import InversionObjective, label_targets
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.schedule import learning_rate
-from gradinv.errors import AttackInputError
+from gradinv.errors import AttackInputError, GradinvError
 from gradinv.recipe import TrainingRecipe
 
 logger = logging.getLogger(__name__)
+
+_STOP_HOOK: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar("gradinv_stop", default=None)
+
+
+class AttackStopped(GradinvError):
+    """An attack was stopped from outside (:func:`stop_attacks_when`) before it finished: it has no result."""
+
+
+@contextlib.contextmanager
+def stop_attacks_when(should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Attacks run in this block (by this thread) call ``should_stop`` before each optimisation step and raise
+    :class:`AttackStopped` once it returns True.
+
+    For callers that reach :func:`invert` through other layers (an auditor, a queue's worker) and must end an attack
+    at once, e.g. at a run's end: unlike the time budget, which scores the best iterate so far, a stopped attack
+    returns nothing, so its update can be attacked again in full later.
+    """
+    token = _STOP_HOOK.set(should_stop)
+    try:
+        yield
+    finally:
+        _STOP_HOOK.reset(token)
+
+
+def stop_requested() -> bool:
+    """Whether the enclosing :func:`stop_attacks_when` of this thread asks attacks to stop (False outside one)."""
+    should_stop = _STOP_HOOK.get()
+    return should_stop is not None and bool(should_stop())
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -168,6 +198,7 @@ def invert(
         lambda logits: label_targets(logits, inputs.recipe),
         differentiate_labels=config.labels != "analytic_fixed",
     )
+    stoppable_step = _stoppable(step, description)
     final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
@@ -210,7 +241,7 @@ def invert(
             if factor > 1:
                 with torch.no_grad():
                     images.copy_(coarsen(images, factor))
-            loss, terms, gradients = step(images, label_logits, bn_weight)
+            loss, terms, gradients = stoppable_step(images, label_logits, bn_weight)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
@@ -271,7 +302,7 @@ def invert(
         for start in run_bests[: config.exchange_starts if pairs else 1]:
             labels_held = start["label_logits"].clone().requires_grad_(step.differentiate_labels)
             outcome = search_exchanges(
-                step,
+                stoppable_step,
                 start["images"],
                 labels_held,
                 pairs,
@@ -346,6 +377,17 @@ def attack_update(
     """Validate what a server holds (global state, the client's state-dict diff, recipe, N) and invert it."""
     inputs = validate_attack_inputs(model, global_state, diff, recipe, num_images, round_num)
     return invert(model, inputs, config, prior=prior, num_classes=num_classes, **invert_kwargs)
+
+
+def _stoppable(step: Callable[..., Any], description: str) -> Callable[..., Any]:
+    """``step``, raising :class:`AttackStopped` instead of running once :func:`stop_requested` says so."""
+
+    def checked(*args: Any) -> Any:
+        if stop_requested():
+            raise AttackStopped(f"{description}: stopped before it finished (stop_attacks_when)")
+        return step(*args)
+
+    return checked
 
 
 def coarsen(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -34,14 +34,14 @@ from nvflare.app_common.app_event_type import AppEventType
 from gradinv import __version__
 from gradinv.arrays import to_numpy
 from gradinv.attack import resolve_device
-from gradinv.errors import AttackInputError
+from gradinv.errors import AttackInputError, GradinvError
 from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
 from gradinv.fl.job_model import job_model
 from gradinv.fl.meta import META_TEST_ACCURACY
 from gradinv.fl.scheduler import BackgroundAudits, DecisionMemory, Queued
 from gradinv.fl.settings import AuditSettings
-from gradinv.fl.spill import attack_spilled_update, pending_dir, spill_update
+from gradinv.fl.spill import RoundSpiller, attack_spilled_update, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 from gradinv.models.spec import ModelSpec, build_from_spec, describe_spec
 
@@ -105,6 +105,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._decisions = DecisionMemory()
         self._background: BackgroundAudits[UpdateToAudit] | None = None
         self._processes: AttackProcesses | None = None
+        self._spiller: RoundSpiller | None = None
         self._lock = threading.Lock()
 
     # --- events ----------------------------------------------------------------------------------------------
@@ -128,9 +129,12 @@ class GradInversionAggregatorFilter(DXOFilter):
             return
         weights = from_shareable(task).data or {}
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: _own_copy(value) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = {name: _as_array(value) for name, value in weights.items()}
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
+            live_rounds = set(self._base_by_round)
+        if self._spiller is not None:  # the spilled global models of rounds over and done with
+            self._spiller.discard_unused(live_rounds)
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
 
     # --- the filter --------------------------------------------------------------------------------------------
@@ -181,7 +185,9 @@ class GradInversionAggregatorFilter(DXOFilter):
                 started,
             )
         try:
-            update = self._copy_update(fl_ctx, round_num, site, base, dxo)
+            # Audit mode only reads the received arrays before this returns (to spill them, or to copy the few it
+            # keeps in memory): no copy of its own for each update.
+            update = self._copy_update(fl_ctx, round_num, site, base, dxo, copy=self.settings.mode != "audit")
         except AttackInputError as exc:
             return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
 
@@ -196,8 +202,11 @@ class GradInversionAggregatorFilter(DXOFilter):
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
+            try:
+                self._enqueue(update, fl_ctx)
+            except AttackInputError as exc:
+                return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
             self._decisions.remember(key, "pass")
-            self._enqueue(update, fl_ctx)
             return None
         try:
             outcome = auditor.audit(update, time_budget_s=self.settings.time_budget_s)
@@ -224,9 +233,11 @@ class GradInversionAggregatorFilter(DXOFilter):
 
     # --- helpers -----------------------------------------------------------------------------------------------
     def _copy_update(
-        self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO
+        self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO, copy: bool = True
     ) -> UpdateToAudit:
-        data = {name: _own_copy(value) for name, value in dxo.data.items()}
+        """The update as numpy arrays: copies of the received ones, or with ``copy=False`` views of them where they
+        are numpy or CPU tensors already (see :func:`_as_array`)."""
+        data = {name: _as_array(value, copy) for name, value in dxo.data.items()}
         if dxo.data_kind == DataKind.WEIGHTS:
             self.log_info(
                 fl_ctx, f"gradinv: round {round_num} {site}: received full WEIGHTS, attacking weights - global"
@@ -312,18 +323,26 @@ class GradInversionAggregatorFilter(DXOFilter):
                 settings = self.settings
                 out_dir = self._auditor.writer.out_dir
                 workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
+                self._spiller = RoundSpiller(pending_dir(out_dir))
                 attack = functools.partial(self._attack_in_background, fl_ctx)
                 if workers:  # the processes read every update from disk: none is held in this process
-                    self._processes = AttackProcesses(workers, out_dir, self._auditor.model, settings, self._auditor)
+                    # The job's own model goes to the processes without staying in this one (the auditor here
+                    # never attacks).
+                    try:
+                        model = job_model(fl_ctx.get_engine()) if settings.model is None else self._auditor.model
+                    except GradinvError as exc:  # no model to attack: this update is invalid, the next may not be
+                        raise AttackInputError(str(exc)) from exc
+                    self._processes = AttackProcesses(workers, out_dir, model, settings, self._auditor)
                     attack = self._processes.attack
                 self._background = BackgroundAudits(
                     attack,
                     functools.partial(self._background_crash, fl_ctx),
-                    functools.partial(spill_update, folder=pending_dir(out_dir)),
+                    self._spiller,
                     functools.partial(self._account, fl_ctx),
                     max_in_memory=0 if workers else settings.audit_max_pending,
                     policy=settings.audit_policy,
                     workers=max(1, workers),
+                    own=_owned_update,
                 )
                 if workers:
                     self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
@@ -363,6 +382,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             finally:
                 if self._processes is not None:
                     self._processes.close()
+                self._spiller.discard_unused()
             if left:
                 self.log_warning(
                     fl_ctx,
@@ -434,13 +454,22 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _own_copy(value: Any) -> np.ndarray:
-    """A numpy copy of one received tensor; NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive
-    as lazy references, read from disk here, once per attacked update (the shareable keeps its references)."""
+def _as_array(value: Any, copy: bool = True) -> np.ndarray:
+    """One received tensor as a numpy array of its own (``copy``), or else a view of it where it allows one.
+
+    NVFlare's disk-offloaded tensors (``enable_tensor_disk_offload``) arrive as lazy references, read from disk here,
+    once per attacked update (the shareable keeps its references).
+    """
     materialize = getattr(value, "materialize", None)
     if callable(materialize):
         return to_numpy(materialize())  # already a fresh tensor: no second copy
-    return to_numpy(value, copy=True)
+    return to_numpy(value, copy=copy)
+
+
+def _owned_update(update: UpdateToAudit) -> UpdateToAudit:
+    """``update`` with a diff of its own, for audit mode's queue to keep in memory (the global state is the filter's
+    own copy already)."""
+    return dataclasses.replace(update, diff={name: np.array(value, copy=True) for name, value in update.diff.items()})
 
 
 def _plain_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:

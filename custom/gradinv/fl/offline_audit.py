@@ -16,7 +16,7 @@ from gradinv.errors import DataError
 from gradinv.fl.auditor import LeakageAuditor, datalists_by_site
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
-from gradinv.fl.spill import attack_spilled_update, load_update, spilled_updates
+from gradinv.fl.spill import PENDING_DIR, attack_spilled_update, discard_unused_globals, load_update, spilled_updates
 from gradinv.models.spec import build_from_spec
 from gradinv.private_files import write_private_bytes
 
@@ -44,6 +44,7 @@ def audit_spilled_run(
         _drop_unattacked_row(out_dir, path.name)
         item = Queued(update.round_num, update.site, update, path)
         rows.append(attack_spilled_update(auditor, item, settings, _log.error, lambda row: None))
+    discard_unused_globals(out_dir / PENDING_DIR)
     return rows
 
 

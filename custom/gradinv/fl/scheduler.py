@@ -16,6 +16,8 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from gradinv.attack.invert import AttackStopped, stop_attacks_when
+
 Job = TypeVar("Job")
 
 
@@ -36,10 +38,14 @@ class BackgroundAudits(Generic[Job]):
     """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked by ``workers``.
 
     Memory stays bounded however slow the attack is: beyond ``max_in_memory`` copies (queued or under attack) an
-    update goes to disk through ``spill`` and the queue holds only its path. With ``policy="latest_per_site"`` a
-    site's newer update replaces its older one still waiting, which is accounted for as ``skipped``. Every item ends
-    in exactly one call: ``attack`` (which records the update's row itself and must not raise; what escapes goes to
-    ``on_crash``) or ``account(item, status, reason)`` for the updates that are not attacked.
+    update goes to disk through ``spill`` and the queue holds only its path. A submitted job may borrow its caller's
+    memory: ``spill`` writes it as it is, and ``own`` makes the copy the queue keeps when it keeps one in memory.
+    With ``policy="latest_per_site"`` a site's newer update replaces its older one still waiting, which is accounted
+    for as ``skipped``. Every item ends in exactly one call: ``attack`` (which records the update's row itself and
+    must not raise; what escapes goes to ``on_crash``) or ``account(item, status, reason)`` for the updates that are
+    not attacked. ``attack`` runs inside :func:`~gradinv.attack.invert.stop_attacks_when`: at the drain deadline it
+    should raise :class:`~gradinv.attack.invert.AttackStopped` (an attack in this process does, at its next step)
+    without a row, and its update is left like one never started.
     """
 
     def __init__(
@@ -51,21 +57,27 @@ class BackgroundAudits(Generic[Job]):
         max_in_memory: int = 2,
         policy: str = "all",
         workers: int = 1,
+        own: Callable[[Job], Job] = lambda job: job,
     ):
         if policy not in AUDIT_POLICIES:
             raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}")
         self._attack, self._on_crash, self._spill, self._account = attack, on_crash, spill, account
-        self._max_in_memory, self._policy = max_in_memory, policy
+        self._max_in_memory, self._policy, self._own = max_in_memory, policy, own
         self._queue: collections.deque[Queued[Job]] = collections.deque()
         self._in_memory = 0  # queued in memory + under attack in memory
         self._busy = 0  # attacks under way
         self._stopping = False
+        self._deadline_passed = threading.Event()  # attacks under way stop at once (see stop_attacks_when)
+        self._interrupted: list[Queued[Job]] = []  # stopped by the deadline, still counted in memory until left
         self._changed = threading.Condition()
         self._worker_count = workers
         self._workers: list[threading.Thread] = []
 
     def submit(self, round_num: int, site: str, job: Job) -> int:
-        """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting."""
+        """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting.
+
+        ``job`` is not used after this returns: what the queue keeps is ``own(job)`` or the spilled file.
+        """
         superseded: list[Queued[Job]] = []
         item = Queued(round_num, site, job)
         with self._changed:
@@ -89,6 +101,8 @@ class BackgroundAudits(Generic[Job]):
                 self._account(item, "not_attacked", f"{self._max_in_memory} updates already held in memory and "
                               f"spilling this one failed ({exc}); free disk space in the run dir")
                 return self.waiting()
+        else:
+            item = Queued(round_num, site, self._own(job))
         with self._changed:
             self._queue.append(item)
             if not self._workers:
@@ -113,8 +127,9 @@ class BackgroundAudits(Generic[Job]):
     def drain(self, timeout_s: float | None = None) -> list[Queued[Job]]:
         """Attack what is queued for at most ``timeout_s``, then stop; returns the items left unattacked.
 
-        The attacks running at the deadline finish (its own time budget bounds it). Left items still in memory are
-        spilled, so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
+        At the deadline the attacks under way are stopped (see the class) and the queue is emptied: the drain ends
+        one attack step (or one stopped attack process) after ``timeout_s``. Left items still in memory are spilled,
+        so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._changed:
@@ -124,18 +139,23 @@ class BackgroundAudits(Generic[Job]):
                     break
                 self._changed.wait(remaining)
             self._stopping = True
+            self._deadline_passed.set()
             left = list(self._queue)
             self._queue.clear()
             self._changed.notify_all()
             workers, self._workers = self._workers, []
         for worker in workers:
             worker.join()
-        for item in left:
-            self._leave(item, timeout_s)
-        return left
-
-    def _leave(self, item: Queued[Job], timeout_s: float | None) -> None:
         why = f"drain_timeout_s={timeout_s} reached at the end of the run"
+        with self._changed:
+            interrupted, self._interrupted = self._interrupted, []
+        for item in interrupted:
+            self._leave(item, f"{why} while its attack was under way (stopped)")
+        for item in left:
+            self._leave(item, why)
+        return interrupted + left
+
+    def _leave(self, item: Queued[Job], why: str) -> None:
         if item.job is not None:
             try:
                 item = Queued(item.round_num, item.site, path=self._spill(item.job))
@@ -161,13 +181,20 @@ class BackgroundAudits(Generic[Job]):
                     return
                 item = self._queue.popleft()
                 self._busy += 1
+            stopped = False
             try:
-                self._attack(item)
+                with stop_attacks_when(self._deadline_passed.is_set):
+                    self._attack(item)
+            except AttackStopped:
+                stopped = True
             except Exception as exc:  # noqa: BLE001 - one bad update must not stop the worker
                 self._on_crash(item, exc)
             finally:
                 with self._changed:
-                    self._in_memory -= item.job is not None
+                    if stopped:
+                        self._interrupted.append(item)
+                    else:
+                        self._in_memory -= item.job is not None
                     self._busy -= 1
                     self._changed.notify_all()
 
@@ -198,5 +225,5 @@ def fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for name in sorted(arrays):
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+        digest.update(np.ascontiguousarray(arrays[name]).data)  # the array's own memory: no copy
     return digest.hexdigest()
