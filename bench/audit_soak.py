@@ -43,7 +43,7 @@ def _one_run(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(1)
     settings = JobSettings(name=f"soak_{args.one}", images_per_site=(2,) * args.sites, num_rounds=args.rounds,
-                           model=args.model, resolution=args.resolution, attack=False, report=False)
+                           model=args.model, resolution=args.resolution, attack=False)
     recipe, sites = build_recipe(settings)
     if args.one == "audit":
         recipe.add_server_input_filter(
