@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -28,7 +27,7 @@ from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.settings import AuditSettings
-from gradinv.private_files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
+from gradinv.private_files import PRIVATE_DIR_MODE, write_private
 
 PENDING_DIR = "pending"
 SPILL_SUFFIX = ".npz"
@@ -92,18 +91,8 @@ def spill_update(update: UpdateToAudit, global_file: Path) -> Path:
 
 def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Stream ``arrays`` into ``path`` (mode 0600) in chunks of at most 16 MiB (numpy's own), never gathered in memory:
-    a spill costs the server no second copy. Written under a temporary name, renamed when complete."""
-    # mkstemp creates the file 0600; the leading dot keeps a half-written one out of spilled_updates().
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **arrays)
-        os.chmod(temporary, PRIVATE_FILE_MODE)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    a spill costs the server no second copy. The half-written file's leading dot keeps it out of spilled_updates()."""
+    return write_private(path, lambda handle: np.savez(handle, allow_pickle=False, **arrays))
 
 
 def load_update(path: str | os.PathLike) -> UpdateToAudit:
