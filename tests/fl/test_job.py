@@ -20,15 +20,6 @@ DEMO_CLIENT_ARGUMENTS = (
 )
 
 
-@pytest.fixture
-def datalists(tmp_path):
-    folder = tmp_path / "datalists"
-    folder.mkdir()
-    for site in ("site-1", "site-2"):
-        (folder / f"{site}.json").write_text("{}")
-    return str(folder)
-
-
 def _filter_arguments(flt) -> dict:
     return {field.name: getattr(flt, field.name) for field in dataclasses.fields(AuditSettings)}
 

@@ -17,15 +17,6 @@ def poc_helper():
     return module
 
 
-@pytest.fixture
-def datalists(tmp_path):
-    folder = tmp_path / "datalists"
-    folder.mkdir()
-    for site in ("site-1", "site-2"):
-        (folder / f"{site}.json").write_text("{}")
-    return folder
-
-
 def _server_filter_arguments(job_dir):
     config = json.loads((job_dir / "app" / "config" / "config_fed_server.json").read_text())
     return [component["args"] for entry in config["task_result_filters"] for component in entry["filters"]]
