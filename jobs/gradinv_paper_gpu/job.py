@@ -12,7 +12,6 @@ On a CPU one attack iteration of ResNet-18 at 224 px costs ~0.17 s (N=1) to ~1.1
 import argparse
 
 from gradinv.fl.job import JobSettings, export_job, simulate
-from gradinv.fl.settings import AuditSettings
 from gradinv.recipe import TrainingRecipe
 
 if __name__ == "__main__":
@@ -26,7 +25,7 @@ if __name__ == "__main__":
         name="gradinv_paper_gpu", model="resnet18", resolution=224, images_per_site=(1, 8), num_rounds=args.rounds,
         training=TrainingRecipe(lr=0.01, batch_size=4),
         # minutes per update even on a GPU: never hold the server's result path that long
-        filter=AuditSettings(preset=args.preset, device="auto", mode="audit"),
+        filter={"preset": args.preset, "device": "auto", "mode": "audit"},
     )
     if args.job_dir:
         print(export_job(settings, args.job_dir))

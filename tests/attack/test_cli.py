@@ -166,7 +166,7 @@ def _bad(tmp_path, flat_folder):
                                ["--device 'mps'", "auto, cpu, cuda or cuda:N"]),
         "training diverged": (["--images", folder, "--lr", "1e30"], ["training diverged", "smaller --lr"]),
         "prior with NaN pixels": (["--images", folder, "--prior", str(nan_prior)], ["--prior", "nan.tif", "NaN"]),
-        "prior is a folder": (["--images", folder, "--prior", str(empty)], ["--prior", "is a folder"]),
+        "prior folder without images": (["--images", folder, "--prior", str(empty)], ["--prior", "is empty"]),
     }
 
 
@@ -176,7 +176,7 @@ CASES = ["missing folder", "empty folder", "only non-image files", "fewer images
          "not a device", "not a number", "unknown option", "newline in a file name", "empty images path",
          "empty out path", "empty prior path", "out is the images folder", "out inside the images folder",
          "seed out of range", "resolution too large", "unsupported device", "training diverged",
-         "prior with NaN pixels", "prior is a folder"]
+         "prior with NaN pixels", "prior folder without images"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -190,3 +190,29 @@ def test_coarse_phases_follow_the_configured_fractions():
 def test_malformed_coarse_phases_are_rejected(phases):
     with pytest.raises(AttackInputError, match="coarse_to_fine"):
         get_preset("fast", {"coarse_to_fine": phases})
+
+
+def test_a_per_class_prior_starts_each_slot_from_its_label_s_image(natural_images, client_update):
+    images, labels = natural_images(2, 32), torch.tensor([0, 1])
+    recipe = TrainingRecipe(lr=0.01, batch_size=2)
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    priors = torch.stack([torch.full((1, 32, 32), 0.2), torch.full((1, 32, 32), 0.8)])
+    config = get_preset("fast", {"iterations": 1, "restarts": 1, "init_noise": 0.0, "polish": 0.0})
+
+    result = attack_update(model, global_state, diff, recipe, 2, config, prior=priors, progress=False, seed=0)
+
+    assert sorted(result.label_counts_estimate) == [1, 1]
+    expected = priors[torch.tensor(result.recovered_labels)]
+    torch.testing.assert_close(result.priors, expected)
+    # One Adam step (lr 0.1 at most) moves a slot from its start by less than the classes' 0.6 apart.
+    slot_means = result.images.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(slot_means, expected.mean(dim=(1, 2, 3)), atol=0.15, rtol=0)
+
+
+def test_a_prior_with_another_number_of_classes_is_refused(natural_images, client_update):
+    images, labels = natural_images(1, 32), torch.tensor([0])
+    recipe = TrainingRecipe()
+    model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
+    with pytest.raises(AttackInputError, match="each of 3 classes but the model has 2"):
+        attack_update(model, global_state, diff, recipe, 1, get_preset("fast", {"iterations": 1}),
+                      prior=torch.rand(3, 1, 32, 32), progress=False)

@@ -56,3 +56,30 @@ def test_a_bundled_set_that_cannot_be_built_is_one_data_error(monkeypatch):
     monkeypatch.setattr(sample_module, "prior_path", fail)
     with pytest.raises(DataError, match="the bundled prior .* is unavailable: disk full"):
         load_prior("sample", 16)
+
+
+def test_a_class_folder_gives_the_mean_of_each_class(tmp_path: Path):
+    for index in range(4):
+        write_png(tmp_path / "public" / ("benign" if index % 2 == 0 else "malignant") / f"{index}.png", seed=index)
+    priors, description = load_prior(tmp_path / "public", 16)
+    assert priors.shape == (2, 1, 16, 16) and "mean of each class" in description
+    benign = np.mean([load_image(tmp_path / "public" / "benign" / f"{i}.png", 16) for i in (0, 2)], axis=0)
+    np.testing.assert_allclose(priors[0, 0], benign, atol=1e-6)
+
+
+def test_a_flat_folder_gives_one_mean_image(tmp_path: Path):
+    paths = [write_png(tmp_path / "flat" / f"{index}.png", seed=index) for index in range(3)]
+    prior, description = load_prior(tmp_path / "flat", 16, channels=3)
+    assert prior.shape == (3, 16, 16) and description.startswith("mean of the public images")
+    np.testing.assert_allclose(prior, np.mean([load_image(path, 16, channels=3) for path in paths], axis=0),
+                               atol=1e-6)
+
+
+def test_sample_classes_are_the_public_split_class_means(sample_dir: Path):
+    from gradinv.data import load_images, sample_split
+
+    priors, description = load_prior("sample-classes", 16)
+    assert priors.shape == (2, 1, 16, 16) and "mean of each class" in description
+    images, labels = load_images(sample_split("public").items, 16)
+    for label in (0, 1):
+        np.testing.assert_allclose(priors[label], images[labels == label].mean(dim=0).numpy(), atol=1e-6)

@@ -38,7 +38,7 @@ def test_provenance_lists_every_image_and_nothing_else(sample_dir: Path) -> None
     for image in provenance["images"]:
         assert image["file"].startswith(f"{image['split']}/{image['class_name']}/")
         assert provenance["labels"][str(image["label"])] == image["class_name"]
-        assert image["source"]["package"] in {"nilearn", "pydicom", "pydicom-data"}
+        assert image["source"]["package"] in {"nilearn", "nibabel", "pydicom", "pydicom-data"}
         assert image["source"]["version"] and image["source"]["file"] and image["source"]["function"]
         assert image["licence"] and image["transform"]
         assert hashlib.sha256((sample_dir / image["file"]).read_bytes()).hexdigest() == image["sha256"]
@@ -159,3 +159,12 @@ def test_too_few_decodable_images_is_a_clear_error(tmp_path: Path, fake_sources,
     monkeypatch.setattr(sample_module, "MINIMUM_IMAGES", {"train": 40, "public": 1, "test": 1})
     with pytest.raises(DataError, match="train split has 2 images, fewer than the 40 needed"):
         build_sample(tmp_path / "sample", quiet=True)
+
+
+def test_public_mri_is_brain_mr_of_a_subject_not_in_train(sample_dir: Path) -> None:
+    """The attacker's per-class prior for the brain-MR class comes from another subject's brain, never ICBM152."""
+    images = _provenance(sample_dir)["images"]
+    public_mri = {image["source"]["file"] for image in images if image["split"] == "public" and image["label"] == 0}
+    train_files = {image["source"]["file"] for image in images if image["split"] == "train"}
+    assert public_mri == {"nibabel/tests/data/example4d.nii.gz"}
+    assert not public_mri & train_files

@@ -29,7 +29,7 @@ def test_the_default_job_gives_the_filter_and_the_clients_what_it_gave_before(da
     # The filter call of the flat JobSettings on main, field by field with its defaults.
     before = AuditSettings(preset="fast", attack_overrides=None, mode="gate", block_threshold=None, block_metric="auto",
                            time_budget_s=300.0, audit_datalists=datalists, save_images=True, device="auto", seed=0,
-                           report=True)
+                           report=True, prior="sample-classes")
     assert _server_filter(settings, datalists).settings == before
     assert client_arguments(settings, datalists) == DEMO_CLIENT_ARGUMENTS.format(datalists=datalists)
     assert settings.training == TrainingRecipe(lr=0.001, epochs=1, batch_size=None, seed=0)
@@ -42,7 +42,7 @@ def test_the_exported_default_job_has_the_same_configs_and_a_readable_settings_f
     server = json.loads((job_dir / "app" / "config" / "config_fed_server.json").read_text())
     filters = [component for entry in server["task_result_filters"] for component in entry["filters"]]
     assert filters == [{"path": "gradinv.fl.filter.GradInversionAggregatorFilter",
-                        "args": {"audit_datalists": datalists}}]  # every other argument at its default
+                        "args": {"audit_datalists": datalists, "prior": "sample-classes"}}]  # others: defaults
     client = json.loads((job_dir / "app" / "config" / "config_fed_client.json").read_text())
     assert [e["executor"]["args"]["task_script_args"] for e in client["executors"]] == [
         DEMO_CLIENT_ARGUMENTS.format(datalists=datalists)]
@@ -62,6 +62,14 @@ def test_every_filter_and_training_setting_reaches_the_filter_and_the_clients(da
     assert _filter_arguments(flt) == {**dataclasses.asdict(settings.filter), "audit_datalists": datalists}
     recipe_json = client_arguments(settings, datalists).split("--recipe ")[1]
     assert TrainingRecipe.from_meta(json.loads(recipe_json)) == TrainingRecipe(**training) == settings.training
+
+
+def test_the_demo_prior_is_per_class_and_kept_under_a_filter_mapping(datalists):
+    assert JobSettings(datalists=datalists, filter={"mode": "audit"}).filter.prior == "sample-classes"
+    assert JobSettings(datalists=datalists, filter={"prior": "sample"}).filter.prior == "sample"
+    with pytest.raises(ConfigurationError, match="sample task's 2 classes but the job has num_classes 3"):
+        JobSettings(datalists=datalists, num_classes=3)
+    assert JobSettings(datalists=datalists, num_classes=3, filter={"prior": "none"}).num_classes == 3
 
 
 def test_without_audit_the_filter_gets_no_datalists(datalists):

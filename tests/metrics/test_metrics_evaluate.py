@@ -215,3 +215,16 @@ def test_public_api_resolves_to_callables():
     for name in metrics.__all__:
         assert getattr(metrics, name) is not None
     assert callable(metrics.rdlv) and metrics.rdlv(0.6, 0.4) == pytest.approx(0.5)
+
+
+def test_per_slot_priors_follow_the_hungarian_pairs(bundled_images):
+    camera, moon = bundled_images["camera"], bundled_images["moon"]
+    originals = np.stack([camera, moon])
+    reconstructions = np.stack([moon, camera])  # slot 0 holds the moon, slot 1 the camera
+    priors = np.stack([bundled_images["coins"], bundled_images["camera_blur"]])[:, None]  # one per slot
+    result = evaluate_reconstruction(originals, reconstructions, priors, compute_lpips=False)
+    assert [entry["reconstruction_index"] for entry in result["per_image"]] == [1, 0]
+    assert result["per_image"][0]["prior_ssim"] == pytest.approx(ssim(camera, bundled_images["camera_blur"]))
+    assert result["per_image"][1]["prior_ssim"] == pytest.approx(ssim(moon, bundled_images["coins"]))
+    with pytest.raises(ValueError, match=r"one such image per reconstruction \(2, C, H, W\)"):
+        evaluate_reconstruction(originals, reconstructions, np.stack([priors[0]] * 3), compute_lpips=False)

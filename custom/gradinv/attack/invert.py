@@ -96,6 +96,9 @@ class InversionResult:
     projected_seconds: float | None = None
     """The whole attack's wall time as projected from its first iterations' speed (the exchange search not
     counted); None for an attack shorter than the measuring window."""
+    priors: torch.Tensor | None = None
+    """(N, C, H, W) the attacker's prior for each returned slot (its recovered label's image when the prior is per
+    class): what RDLV compares a slot with. None without a prior."""
 
     def diagnostics(self) -> dict[str, Any]:
         return {
@@ -163,8 +166,10 @@ def invert(
             global state in ``inputs`` is).
         inputs: validated attacker knowledge (:func:`gradinv.attack.inputs.validate_attack_inputs`).
         config: the attack's settings (a preset, see :mod:`gradinv.attack.presets`).
-        prior: (H, W) or (C, H, W) image in [0, 1] that every slot starts from (``init="prior"``);
-            ``None`` falls back to a flat mid-grey image.
+        prior: (H, W) or (C, H, W) image in [0, 1] that every slot starts from (``init="prior"``), or one
+            image per class, (num_classes, C, H, W): each slot then starts from the image of its recovered label
+            (the class mean of public images is a prior the attacker honestly has); ``None`` falls back to a flat
+            mid-grey image.
         num_classes: output classes of the model.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         seed: seeds the initial noise, random labels and the Langevin noise.
@@ -175,18 +180,21 @@ def invert(
     device = resolve_device(device)
     started = time.monotonic()
     input_shape = _input_shape(model, input_shape)
+    _check_prior(prior, num_classes)
     model = model.to(device)
     objective = InversionObjective(model, inputs, config, device)
     total_iterations = config.total_iterations(inputs.num_images)
     label_counts = None
     if config.labels != "soft":
         first_images = _initial_images(
-            config.init_of_run(0), config.init_noise, prior, inputs.num_images, input_shape, _run_generator(seed, 0)
+            config.init_of_run(0), config.init_noise, prior, None, inputs.num_images, input_shape,
+            _run_generator(seed, 0),
         ).to(device)
         with torch.no_grad():
             mean_probabilities = _mean_prediction(objective, first_images, inputs.recipe)
         label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
     shares_label = label_counts is not None and max(label_counts) >= 2
+    start_labels = None if label_counts is None else labels_from_counts(label_counts)
     searchable = bool(config.exchange_rounds) and inputs.num_images <= config.exchange_max_images
     # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
     runs = config.runs(inputs.num_images, searched=searchable and shares_label)
@@ -210,7 +218,8 @@ def invert(
         generator = _run_generator(seed, restart)
         images = (
             _initial_images(
-                config.init_of_run(restart), config.init_noise, prior, inputs.num_images, input_shape, generator
+                config.init_of_run(restart), config.init_noise, prior, start_labels, inputs.num_images, input_shape,
+                generator,
             )
             .to(device)
             .requires_grad_(True)
@@ -218,7 +227,7 @@ def invert(
         if label_counts is None:
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
         else:
-            label_logits = 4.0 * F.one_hot(labels_from_counts(label_counts), num_classes).float()
+            label_logits = 4.0 * F.one_hot(start_labels, num_classes).float()
         label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
         variables = [images] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
@@ -291,7 +300,7 @@ def invert(
     best = run_bests[0]
     exchanges: list[str] = []
     # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
-    slot_labels = labels_from_counts(label_counts) if label_counts is not None else best["label_logits"].argmax(dim=1)
+    slot_labels = start_labels if start_labels is not None else best["label_logits"].argmax(dim=1)
     pairs = _same_label_pairs(slot_labels.tolist()) if searchable else []
     initial_polish = config.polish_iterations(inputs.num_images)
     if stopped == "completed" and (pairs or initial_polish):
@@ -331,10 +340,11 @@ def invert(
     images_for_eval = final_images.clone().requires_grad_(True)
     loss, terms, replayed = objective(images_for_eval, final_targets, final_bn_weight)
     probabilities = final_targets.detach().cpu()
+    recovered_labels = probabilities.argmax(dim=1)
     result = InversionResult(
         images=final_images.detach().cpu().clamp(0, 1),
         label_probabilities=probabilities,
-        recovered_labels=probabilities.argmax(dim=1).tolist(),
+        recovered_labels=recovered_labels.tolist(),
         label_counts_estimate=label_counts,
         update_distance=float(terms["update_cosine"].detach()),
         bn_residual=objective.bn_residual(replayed),
@@ -347,6 +357,7 @@ def invert(
         history=history,
         exchanges=exchanges,
         projected_seconds=projection.seconds,
+        priors=None if prior is None else slot_priors(prior, recovered_labels, inputs.num_images, input_shape),
     )
     logger.info(
         "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
@@ -417,23 +428,59 @@ def _input_shape(model: nn.Module, input_shape: tuple[int, int, int] | None) -> 
     return tuple(shape)
 
 
+def _check_prior(prior: torch.Tensor | None, num_classes: int) -> None:
+    if prior is None:
+        return
+    if prior.dim() not in (2, 3, 4):
+        raise AttackInputError(
+            f"prior must be one image, (H, W) or (C, H, W), or one image per class, (K, C, H, W); "
+            f"got shape {tuple(prior.shape)}"
+        )
+    if prior.dim() == 4 and prior.shape[0] != num_classes:
+        raise AttackInputError(
+            f"the prior has an image for each of {prior.shape[0]} classes but the model has {num_classes} classes; "
+            "give one image per class of the model, or a single prior image"
+        )
+
+
 def _initial_images(
     init: str,
     init_noise: float,
     prior: torch.Tensor | None,
+    slot_labels: torch.Tensor | None,
     count: int,
     shape: tuple[int, int, int],
     generator: torch.Generator,
 ) -> torch.Tensor:
+    """Start images: the prior (each slot its label's image when there is one per class) plus seeded noise."""
     if init == "random":
         return torch.rand((count, *shape), generator=generator)
-    base = torch.full(shape, 0.5) if prior is None else _resize_prior(prior, shape)
+    if prior is None:
+        base = torch.full((count, *shape), 0.5)
+    else:
+        base = slot_priors(prior, slot_labels, count, shape)
     noise = init_noise * torch.randn((count, *shape), generator=generator)
-    return (base.unsqueeze(0) + noise).clamp(0, 1)
+    return (base + noise).clamp(0, 1)
+
+
+def slot_priors(
+    prior: torch.Tensor, slot_labels: torch.Tensor | None, count: int, shape: tuple[int, int, int]
+) -> torch.Tensor:
+    """(count, C, H, W): the prior image of each slot, resized to ``shape``.
+
+    A per-class prior (K, C, H, W) gives each slot the image of its label; without labels every slot gets the
+    mean of the class images (the attacker's prior before it knows the labels).
+    """
+    prior = torch.as_tensor(prior, dtype=torch.float32)
+    if prior.dim() < 4:
+        return _resize_prior(prior, shape).unsqueeze(0).expand(count, -1, -1, -1).clone()
+    classes = torch.stack([_resize_prior(image, shape) for image in prior])
+    if slot_labels is None:
+        return classes.mean(dim=0, keepdim=True).expand(count, -1, -1, -1).clone()
+    return classes[torch.as_tensor(slot_labels, dtype=torch.long)].clone()
 
 
 def _resize_prior(prior: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    prior = torch.as_tensor(prior, dtype=torch.float32)
     if prior.dim() == 2:
         prior = prior.unsqueeze(0)
     if tuple(prior.shape[-2:]) != shape[-2:]:

@@ -84,9 +84,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "run with the lowest attack loss; default: the preset's, 1000 for fast)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model initialisation, the batch order, flat-folder labels and the attack")
-    parser.add_argument("--prior", default=None, type=path_argument, metavar="IMAGE",
-                        help="image the attack starts from and RDLV is relative to "
-                             "(default: the bundled public sample set's mean image)")
+    parser.add_argument("--prior", default=None, type=path_argument, metavar="PATH",
+                        help="what the attack starts from and RDLV is relative to: an image, or a folder of public "
+                             "images (one subfolder per class: each slot starts from the mean of its recovered "
+                             "class; the class folders must match DIR's) (default: the bundled public sample "
+                             "set's mean image)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--threads", type=int, default=None, metavar="T",
                         help="CPU threads for PyTorch (default: PyTorch's own choice; 1 can be much faster on a "
@@ -175,7 +177,7 @@ def _load_prior(path: Path | None, resolution: int):
     try:
         prior, description = load_prior("sample" if path is None else path, resolution)
     except GradinvError as exc:
-        raise GradinvError(f"{exc}; pass --prior IMAGE" if path is None else f"--prior: {exc}") from exc
+        raise GradinvError(f"{exc}; pass --prior PATH" if path is None else f"--prior: {exc}") from exc
     return torch.from_numpy(prior), description
 
 
@@ -223,7 +225,7 @@ def run_attack(args: argparse.Namespace) -> int:
         device=device, seed=args.seed, progress=not args.no_progress, description="gradinv attack",
     )
     scores = evaluate_reconstruction(
-        images, result.images, prior=prior, true_labels=labels, recovered_labels=result.recovered_labels,
+        images, result.images, prior=result.priors, true_labels=labels, recovered_labels=result.recovered_labels,
     )
 
     per_image = [_per_image(entry) for entry in scores["per_image"]]

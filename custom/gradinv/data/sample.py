@@ -4,8 +4,10 @@ Nothing is downloaded. Sources (each image's package, licence and transform are 
 
 * ``nilearn`` wheel: the MNI ICBM152 2009a T1 template (an average of 152 brains, skull-stripped);
   slices in three planes.
+* ``nibabel`` wheel: ``tests/data/example4d.nii.gz``, an EPI brain volume of another (single) subject;
+  axial slices of its first time point.
 * ``pydicom-data`` / ``pydicom`` test files: a CR chest radiograph (RG1), a CR tibia (RG3), CT slices of
-  two heads, an abdomen and a spine, and MR of a shoulder, an abdomen and a small MR image.
+  two heads, an abdomen and a spine.
 
 Task: **label 0 "mri"** (magnetic-resonance images) vs **label 1 "xray_ct"** (X-ray attenuation
 images: CR radiographs and CT slices), an imaging-modality task a small CNN learns from pixels
@@ -16,9 +18,11 @@ images: CR radiographs and CT slices), an imaging-modality task a small CNN lear
 * ``test`` (48, 24 + 24): held-out ICBM152 slices (4-6 mm from any train slice), other RG1 crops, other
   crops of the two train CT slices, and a second head CT. This measures within-scan generalisation,
   so the accuracy it gives is optimistic; it is a sanity check that FL training works.
-* ``public`` (24, 12 + 12): the attacker's prior (``prior.png`` is its per-pixel mean). It uses only
-  scans that are **not** in ``train`` (RG3 tibia, the spine and second head CT, shoulder and abdomen
-  MR), so the prior carries no information about any client's images.
+* ``public`` (24, 12 + 12): the attacker's prior (``prior.png`` is its per-pixel mean; ``"sample-classes"``
+  in :func:`load_prior` is the mean of each class). It uses only scans that are **not** in ``train`` (RG3
+  tibia, the spine and second head CT; the EPI brain of another subject), so the prior carries no
+  information about any client's images, yet its MR class is brain MR, as a public prior for a brain-MR
+  federation would be: SSIM(class mean, train brain slice) is about 0.25 at 64 px, near the paper's 0.37.
 
 Each image is a deterministic crop (scale, centre, optional left-right mirror) or slice, stored as an
 8-bit grayscale PNG at 256x256. Files that cannot be decoded (compressed DICOM without a decoder
@@ -44,14 +48,14 @@ import numpy as np
 from PIL import Image
 
 from gradinv.data.datalists import make_site_datalists
-from gradinv.data.images import DICOM_WINDOW_PERCENTILES, load_image, read_dicom_unit, resize_square
-from gradinv.data.sources import ImageList
+from gradinv.data.images import DICOM_WINDOW_PERCENTILES, load_image, load_images, read_dicom_unit, resize_square
+from gradinv.data.sources import ImageList, list_images
 from gradinv.errors import DataError, GradinvError
 from gradinv.hashing import sha256_of_file
 from gradinv.paths import sample_data_dir
 
 #: Bump whenever the images, their order or the files written change: a set with another version is rebuilt.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 RESOLUTION = 256
 CLASS_NAMES = ("mri", "xray_ct")
 MRI, XRAY_CT = 0, 1
@@ -67,6 +71,8 @@ LICENCE_PYDICOM_DATA = ("pydicom-data package: MIT; the image's own licence is n
 LICENCE_PYDICOM = "pydicom package: MIT; the image's own licence is not stated by the package"
 LICENCE_NILEARN = ("nilearn package: BSD-3-Clause; nilearn's own description of the ICBM152 2009 template "
                    "gives its licence as 'unknown'")
+
+LICENCE_NIBABEL = ("nibabel package: MIT; the test volume's own licence is not stated separately by the package")
 
 ICBM152_FILE = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
 ICBM152_CONTENT = ("MNI ICBM152 2009a nonlinear symmetric T1 template: the average of 152 adult brains, "
@@ -152,17 +158,6 @@ DICOM_SOURCES = (
                  Crop("public", 0.8, (0.6, 0.5)), Crop("public", 0.45, (0.75, 0.5)))),
     DicomSource("ct-spine-small", "CT_small.dcm", XRAY_CT,
                 "CT axial crop of a vertebra, 128x128",
-                (Crop("public"), Crop("public", mirror=True))),
-    DicomSource("mr-shoulder-mr2", "MR2_UNCI.dcm", MRI,
-                "MR shoulder",
-                (Crop("public"), Crop("public", 0.75), Crop("public", 0.6, (0.4, 0.4)),
-                 Crop("public", 0.6, (0.6, 0.6)), Crop("public", 0.8, mirror=True))),
-    DicomSource("mr-abdomen-siemens", "MR-SIEMENS-DICOM-WithOverlays.dcm", MRI,
-                "MR abdomen axial slice (liver)",
-                (Crop("public"), Crop("public", 0.8), Crop("public", 0.6, (0.5, 0.4)),
-                 Crop("public", 0.6, (0.5, 0.6)), Crop("public", 0.9, mirror=True))),
-    DicomSource("mr-small", "MR_small.dcm", MRI,
-                "MR image, 64x64",
                 (Crop("public"), Crop("public", mirror=True))),
 )
 
@@ -330,6 +325,55 @@ def _render_icbm152() -> list[_Rendered]:
     return rendered
 
 
+EPI_FILE = "example4d.nii.gz"
+EPI_CONTENT = ("EPI (T2*-weighted) brain volume of one subject, 128x96x24 voxels of 2x2x2.2 mm, shipped as "
+               "nibabel test data; the first of its two time points")
+#: Axial slices of the EPI volume in the public split (voxel index along z; the volume is a mid-brain slab).
+EPI_PUBLIC_SLICES = tuple(range(0, 24, 2))
+#: Voxels above this share of the volume's 99th percentile are brain (EPI background is noise, not zero).
+EPI_BRAIN_THRESHOLD = 0.2
+
+
+def _render_epi_brain() -> list[_Rendered]:
+    """Public brain MR of a subject who is not in ICBM152's train slices: the attacker's brain-MR prior."""
+    import nibabel
+
+    path = Path(nibabel.__file__).resolve().parent / "tests" / "data" / EPI_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: nibabel's EPI test volume is missing; reinstall nibabel in the gradinv "
+                        "environment (`pip install --force-reinstall nibabel`).")
+    raw = np.asarray(nibabel.load(path).dataobj)[..., 0].astype(np.float32)
+    low, high = np.percentile(raw, DICOM_WINDOW_PERCENTILES)
+    volume = np.clip((raw - low) / (high - low), 0.0, 1.0)
+    inside = np.argwhere(raw > EPI_BRAIN_THRESHOLD * np.percentile(raw, 99))
+    start = np.maximum(inside.min(axis=0) - ICBM152_MARGIN, 0)
+    stop = np.minimum(inside.max(axis=0) + 1 + ICBM152_MARGIN, raw.shape)
+    origin = {
+        "package": "nibabel",
+        "version": importlib.metadata.version("nibabel"),
+        "file": f"nibabel/tests/data/{EPI_FILE}",
+        "function": "file shipped in the nibabel wheel (its test data); read with nibabel",
+        "sha256": sha256_of_file(path),
+        "content": EPI_CONTENT,
+    }
+    rendered = []
+    for index in EPI_PUBLIC_SLICES:
+        square = _pad_square(np.rot90(volume[start[0]:stop[0], start[1]:stop[1], index]))
+        rendered.append(_Rendered(
+            "public", MRI, f"epi-axial-z{index:03d}", _to_uint8(square),
+            {
+                "source": origin,
+                "licence": LICENCE_NIBABEL,
+                "transform": (f"first time point; windowed to its {DICOM_WINDOW_PERCENTILES[0]}-"
+                              f"{DICOM_WINDOW_PERCENTILES[1]} percentiles; cropped in-plane to the brain "
+                              f"(voxels above {EPI_BRAIN_THRESHOLD} x the 99th percentile) + {ICBM152_MARGIN} "
+                              f"voxels; axial slice z={index} (voxel index), anterior up; zero-padded to a square; "
+                              f"{_resize_note(square.shape[0])}"),
+            },
+        ))
+    return rendered
+
+
 def _balance_train(rendered: list[_Rendered]) -> list[_Rendered]:
     """Drop the last train images of the larger class so train is balanced even when a source was skipped."""
     per_class = [sum(1 for item in rendered if item.split == "train" and item.label == label)
@@ -483,7 +527,7 @@ def build_sample(out_dir: str | Path | None = None, force: bool = False, quiet: 
         print(f"gradinv: building the sample data set in {target} ...")
     target.parent.mkdir(parents=True, exist_ok=True)
     skipped: list[dict] = []
-    rendered = _render_icbm152() + _render_dicom_sources(skipped)
+    rendered = _render_icbm152() + _render_epi_brain() + _render_dicom_sources(skipped)
     rendered = _balance_train(rendered)
     _check_sizes(rendered, skipped)
 
@@ -532,34 +576,70 @@ def prior_path(sample_dir: str | Path | None = None) -> Path:
     return build_sample(sample_dir, quiet=True) / PRIOR_PNG
 
 
-def load_prior(prior: str | os.PathLike | None, resolution: int) -> tuple[np.ndarray | None, str]:
-    """The attack's prior image (its starting point, and what RDLV is relative to) and a line describing it.
+#: ``prior`` values naming the bundled public split: its overall mean, or the mean of each of its classes.
+SAMPLE_PRIOR = "sample"
+SAMPLE_CLASS_PRIORS = "sample-classes"
 
-    ``prior`` is ``"sample"`` (the string: the bundled public split's mean image, :func:`prior_path`), ``None`` or
-    ``"none"`` (no prior: a flat grey start and no RDLV; returns ``None``), or the path of an image (a
-    :class:`~pathlib.Path` is always a path, even one named ``sample``). The image is loaded as
-    :func:`gradinv.data.load_image` loads any image: grayscale [0, 1], centre-cropped and resized to
-    ``resolution``.
+
+def load_prior(
+    prior: str | os.PathLike | None, resolution: int, channels: int = 1
+) -> tuple[np.ndarray | None, str]:
+    """The attack's prior (its starting point, and what RDLV is relative to) and a line describing it.
+
+    ``prior`` is one of:
+
+    * ``"sample"`` (the string): the bundled public split's mean image (:func:`prior_path`);
+    * ``"sample-classes"``: the mean of each class of the bundled public split, for the sample task's models
+      (``mri``, ``xray_ct``);
+    * ``None`` or ``"none"``: no prior (a flat grey start and no RDLV; returns ``None``);
+    * the path of a folder of public images: one subfolder per class gives the mean of each class (in the
+      source rules' class order, :func:`gradinv.data.list_images`), a flat folder the mean of all its images;
+    * the path of an image (a :class:`~pathlib.Path` is always a path, even one named ``sample``).
+
+    Images are loaded as :func:`gradinv.data.load_image` loads any image: [0, 1], centre-cropped and resized to
+    ``resolution``, with ``channels`` channels. Returns one image, (H, W) for grayscale or (3, H, W), or one per
+    class, (K, C, H, W), the image of label ``k`` at index ``k``.
 
     Raises:
-        DataError: the image cannot be used, or the bundled set cannot be built; the message names the file.
+        DataError: the image or folder cannot be used, or the bundled set cannot be built; the message names it.
     """
     if prior is None or (isinstance(prior, str) and prior.strip().lower() == "none"):
         return None, "none (flat grey start; RDLV not computed)"
-    if isinstance(prior, str) and prior == "sample":
+    if isinstance(prior, str) and prior in (SAMPLE_PRIOR, SAMPLE_CLASS_PRIORS):
         try:
+            if prior == SAMPLE_CLASS_PRIORS:
+                public = sample_split("public")
+                return (_class_means(public, resolution, channels),
+                        f"bundled public sample set, mean of each class: {public.source / 'public'}")
             path = prior_path()
         except GradinvError:
             raise
         except Exception as exc:  # noqa: BLE001 - building the bundled set can fail in many ways (files, decoders)
-            raise DataError(f"the bundled prior (the sample set's mean image) is unavailable: {exc}") from exc
+            raise DataError(f"the bundled prior (the sample set's public split) is unavailable: {exc}") from exc
         description = "bundled public sample set mean"
     else:
         path, description = Path(prior).expanduser(), "image"
+    if path.is_dir():
+        images = list_images(path)
+        if images.labels_known:
+            return _class_means(images, resolution, channels), f"mean of each class of the public images in {path}"
+        return _class_means(images, resolution, channels)[0], f"mean of the public images in {path}"
     try:
-        return load_image(path, resolution), f"{description}: {path}"
+        return load_image(path, resolution, channels), f"{description}: {path}"
     except GradinvError as exc:
         raise DataError(f"the prior image {path} cannot be used: {exc}") from exc
+
+
+def _class_means(images: ImageList, resolution: int, channels: int) -> np.ndarray:
+    """(K, C, H, W): the mean image of each class of ``images`` (one class when labels are not known)."""
+    loaded, labels = load_images(images.items, resolution, channels)
+    if not images.labels_known:
+        return loaded.mean(dim=0, keepdim=True).numpy()
+    empty = [name for label, name in enumerate(images.class_names) if not bool((labels == label).any())]
+    if empty:
+        raise DataError(f"the prior folder {images.source} has no images of class {', '.join(empty)}; "
+                        "every class of the model needs public images for a per-class prior")
+    return np.stack([loaded[labels == label].mean(dim=0).numpy() for label in range(len(images.class_names))])
 
 
 def demo_datalists(images_per_site: Sequence[int] = (1, 2, 4), out_dir: str | Path | None = None) -> dict[str, Path]:

@@ -160,7 +160,8 @@ class LeakageAuditor:
         ground_truth = self._ground_truth(update.site, num_images, view.shape)
         if ground_truth is not None:
             originals, true_labels = ground_truth
-            scores = _evaluate(originals, reconstructions, prior, true_labels, result.recovered_labels)
+            priors = None if result.priors is None else result.priors.numpy()
+            scores = _evaluate(originals, reconstructions, priors, true_labels, result.recovered_labels)
             row.update(
                 {
                     key: scores.get(key)
@@ -285,7 +286,8 @@ class LeakageAuditor:
         return self._num_classes[view]
 
     def _prior(self, shape: tuple[int, int, int]) -> np.ndarray | None:
-        """(C, H, W) prior image in [0, 1] for images of ``shape``, or None (flat grey start, no RDLV)."""
+        """The prior in [0, 1] for images of ``shape``: one image (C, H, W), one per class (K, C, H, W), or None
+        (flat grey start, no RDLV)."""
         if shape not in self._priors:
             self._priors[shape] = _load_prior(self.settings.prior, shape)
         return self._priors[shape]
@@ -318,20 +320,18 @@ def _differs(first: Any, second: Any) -> bool:
 def _describe_prior(prior: str) -> str:
     if prior.lower() == "none":
         return "none (flat grey start; RDLV not computed)"
-    return "bundled sample public-set mean" if prior == "sample" else f"image: {prior}"
+    if prior == "sample-classes":
+        return "bundled sample public-set mean of each class"
+    return "bundled sample public-set mean" if prior == "sample" else f"public images: {prior}"
 
 
 def _load_prior(prior: str, shape: tuple[int, int, int]) -> np.ndarray | None:
-    if prior.lower() == "none":
-        return None
-    from gradinv.data import load_image, prior_path
+    from gradinv.data import load_prior
 
-    path = prior_path() if prior == "sample" else Path(prior)
-    try:
-        image = load_image(path, tuple(shape[1:]), channels=shape[0])
-    except GradinvError as exc:
-        raise GradinvError(f"the prior image {path} cannot be used: {exc}") from exc
-    return image if image.ndim == 3 else image[None]
+    image, _description = load_prior(prior, tuple(shape[1:]), channels=shape[0])
+    if image is None or image.ndim in (3, 4):
+        return image
+    return image[None]
 
 
 def _evaluate(originals, reconstructions, prior, true_labels, recovered_labels) -> dict[str, Any]:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import gradinv
+from gradinv.data.sample import CLASS_NAMES as SAMPLE_CLASS_NAMES
+from gradinv.data.sample import SAMPLE_CLASS_PRIORS
 from gradinv.errors import ConfigurationError, DataError, GradinvError
 from gradinv.fl.settings import MIN_IMAGE_SIDE, AuditSettings, _is_int
 from gradinv.models.registry import MODEL_NAMES
@@ -33,6 +35,10 @@ DEMO_TRAINING = TrainingRecipe(lr=0.001)
 """The demo's clients: one epoch of plain SGD over the whole local set, seed 0. The flatten head of ``bn_cnn``
 sees ~16k features at 64 px, so lr 0.01 drives it to near-certain predictions in one step; its later updates are
 then ~0 (nothing to learn, nothing to leak)."""
+DEMO_FILTER = AuditSettings(prior=SAMPLE_CLASS_PRIORS)
+"""The demo's filter: each slot starts from the bundled public split's mean image of its recovered class, public
+brain MR for the brain-MR class, so SSIM(prior, original) and RDLV sit on the paper's scale (see docs/rdlv-prior.md).
+A mapping given for ``filter`` overrides these fields."""
 _NESTED = {"filter": AuditSettings, "training": TrainingRecipe}
 
 
@@ -73,7 +79,7 @@ class JobSettings:
     num_classes: int = 2
     seed: int = 0
     training: TrainingRecipe = DEMO_TRAINING
-    filter: AuditSettings = AuditSettings()
+    filter: AuditSettings = DEMO_FILTER
     audit: bool = True
     privacy: str = "none"
     privacy_args: Mapping[str, Any] | None = None
@@ -124,7 +130,7 @@ class JobSettings:
                 continue
             try:  # TrainingRecipe.from_meta also takes a JSON round trip's floats for integers
                 settings = (TrainingRecipe.from_meta(value) if settings_class is TrainingRecipe
-                            else settings_class(**value))
+                            else dataclasses.replace(DEMO_FILTER, **value))
             except GradinvError as exc:
                 problems.append(f"{field}: {exc}")
             else:
@@ -137,6 +143,10 @@ class JobSettings:
             shape = self.filter.input_shape
             if shape is not None and shape[1:] != (self.resolution, self.resolution):
                 problems.append(f"filter.input_shape {shape} does not match the job's resolution {self.resolution}")
+            if self.filter.prior == SAMPLE_CLASS_PRIORS and self.num_classes != len(SAMPLE_CLASS_NAMES):
+                problems.append(f"filter.prior {SAMPLE_CLASS_PRIORS!r} has an image for each of the sample task's "
+                                f"{len(SAMPLE_CLASS_NAMES)} classes but the job has num_classes {self.num_classes}; "
+                                "give filter.prior a folder of public images with one subfolder per class")
             if self.filter.num_classes is not None and self.filter.num_classes != self.num_classes:
                 problems.append(f"filter.num_classes {self.filter.num_classes} does not match the job's "
                                 f"num_classes {self.num_classes}")

@@ -57,8 +57,11 @@ class AuditSettings:
         audit_datalists: folder of ``<site>.json`` datalists (or a JSON file ``{site: path}``) giving the filter
             read access to the clients' images for ground-truth metrics (SSIM, PSNR, LPIPS, RDLV). For simulations
             and red-team runs only; without it only attacker-side metrics are reported.
-        prior: image the attack starts from and RDLV is relative to: ``"sample"`` (the bundled public set's mean),
-            a path to an image, or ``"none"`` (flat grey start, no RDLV).
+        prior: what the attack starts from and RDLV is relative to: ``"sample"`` (the bundled public set's mean),
+            ``"sample-classes"`` (the mean of each of its classes, for the sample task's two-class models), a
+            folder of public images (class subfolders: each slot starts from the mean of its recovered label's
+            class, the honest prior of an attacker with public data of the federation's modality), an image
+            path, or ``"none"`` (flat grey start, no RDLV). See :func:`gradinv.data.load_prior`.
         save_images: write reconstruction PNGs and arrays (files are 0600 in any case).
         out_subdir: folder under the job's run dir for the artifacts.
         device: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``.
@@ -145,7 +148,7 @@ class AuditSettings:
         if self.num_threads is not None and not (_is_int(self.num_threads) and self.num_threads >= 1):
             problems.append(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
         if not (isinstance(self.prior, str) and self.prior):
-            problems.append(f"prior must be 'sample', 'none' or an image path, got {self.prior!r}")
+            problems.append(f"prior must be 'sample', 'sample-classes', 'none' or a path, got {self.prior!r}")
         if not (isinstance(self.out_subdir, str) and self.out_subdir):
             problems.append(f"out_subdir must be a non-empty folder name, got {self.out_subdir!r}")
         if self.audit_datalists is not None and not (isinstance(self.audit_datalists, str) and self.audit_datalists):

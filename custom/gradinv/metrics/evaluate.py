@@ -92,25 +92,28 @@ def _check_unit_range(images: np.ndarray, name: str) -> np.ndarray:
     return np.clip(images, 0.0, 1.0)
 
 
-def _as_prior(prior: Any, channels: int, image_size: tuple[int, int]) -> np.ndarray:
-    """(H, W), (C, H, W) or (1, C, H, W) -> float64 (C, H, W) with the originals' channels and size."""
-    image = _as_array(prior).astype(np.float64)
-    while image.ndim > 3 and image.shape[0] == 1:  # (1, C, H, W) names one image too
-        image = image[0]
-    if image.ndim == 2:
-        image = image[None]
-    if image.ndim != 3 or image.shape[1:] != image_size:
+def _as_priors(prior: Any, channels: int, image_size: tuple[int, int], count: int) -> np.ndarray:
+    """One prior image, (H, W), (C, H, W) or (1, C, H, W), or one per reconstruction, (M, C, H, W) ->
+    float64 (M, C, H, W) with the originals' channels and size."""
+    images = _as_array(prior).astype(np.float64)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[2:] != image_size or images.shape[0] not in (1, count):
         raise ValueError(
-            f"prior must be one (H, W) or (C, H, W) image of the originals' size {image_size}; got {image.shape}"
+            f"prior must be one (H, W) or (C, H, W) image of the originals' size {image_size}, or one such image "
+            f"per reconstruction ({count}, C, H, W); got {images.shape}"
         )
-    if image.shape[0] != channels:
+    if images.shape[1] != channels:
         raise ValueError(
-            f"prior has {_channel_name(image.shape[0])} but the originals have {_channel_name(channels)}; "
+            f"prior has {_channel_name(images.shape[1])} but the originals have {_channel_name(channels)}; "
             "give a prior with the originals' channels"
         )
-    if not np.isfinite(image).all():
+    if not np.isfinite(images).all():
         raise ValueError("prior contains NaN or infinite values")
-    return _check_unit_range(image, "prior")
+    images = _check_unit_range(images, "prior")
+    return np.repeat(images, count, axis=0) if images.shape[0] == 1 else images
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -163,8 +166,10 @@ def evaluate_reconstruction(
             in [0, 1].
         reconstructions: M reconstructed images of the same channels and size (clipped to [0, 1]); M may differ
             from N.
-        prior: the attacker's prior image with the originals' channels ((H, W) or (C, H, W)), or None (RDLV is
-            then None).
+        prior: the attacker's prior image with the originals' channels ((H, W) or (C, H, W)), or one prior per
+            reconstruction (M, C, H, W) (the image of each slot's recovered label, when the prior is per class:
+            an original is then compared with the prior of the reconstruction it is paired with), or None (RDLV
+            is then None).
         true_labels: N integer labels (or one-hot/soft (N, C)), or None.
         recovered_labels: M labels aligned with ``reconstructions``, integers or soft labels (M, C), or None.
         compute_lpips: False skips LPIPS (``lpips`` None, ``lpips_status`` "not requested").
@@ -204,7 +209,7 @@ def evaluate_reconstruction(
             f"reconstructions are {reconstruction_stack.shape[2:]} px but originals are {image_size} px"
         )
     num_originals, num_reconstructions = original_stack.shape[0], reconstruction_stack.shape[0]
-    prior_image = None if prior is None else _as_prior(prior, channels, image_size)
+    priors = None if prior is None else _as_priors(prior, channels, image_size, num_reconstructions)
     true = None if true_labels is None else as_hard_labels(true_labels, "true_labels")
     recovered = None if recovered_labels is None else as_hard_labels(recovered_labels, "recovered_labels")
     if true is not None and true.size != num_originals:
@@ -224,7 +229,9 @@ def evaluate_reconstruction(
     for index, original in enumerate(original_stack):
         paired = assignment[index]
         reconstruction = None if paired is None else reconstruction_stack[paired]
-        prior_ssim = None if prior_image is None else ssim(original, prior_image)
+        prior_ssim = None
+        if priors is not None:
+            prior_ssim = ssim(original, priors[paired] if paired is not None else priors.mean(axis=0))
         paired_ssim = None if paired is None else float(similarity[index, paired])
         best_ssim = float(similarity[index, best_match[index]])
         per_image.append(
@@ -272,7 +279,7 @@ def evaluate_reconstruction(
         "num_originals": int(num_originals),
         "num_reconstructions": int(num_reconstructions),
         "image_size": [int(side) for side in image_size],
-        "has_prior": prior_image is not None,
+        "has_prior": priors is not None,
         "settings": {
             "ssim": dict(SSIM_SETTINGS),
             "psnr_data_range": PSNR_DATA_RANGE,
