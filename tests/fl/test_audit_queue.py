@@ -147,10 +147,11 @@ def _rows(out_dir):
 
 
 def _run_audit_job(tmp_path, hold_attacks: bool, **settings):
-    """One round, three sites, audit mode; returns the gradinv folder and the blocked attack's release."""
+    """One round, three sites, audit mode (in-process unless ``audit_workers`` is given: ``hold_attacks`` holds the
+    attack in this process); returns the gradinv folder and the blocked attack's release."""
     engine = FakeServerEngine(tmp_path)
     model = global_model()
-    flt = make_filter(mode="audit", audit_max_pending=1, **settings)
+    flt = make_filter(mode="audit", **{"audit_max_pending": 1, "audit_workers": 0, **settings})
     send_round(engine, flt, model)
     release = threading.Event()
     if hold_attacks:

@@ -76,8 +76,9 @@ class AuditSettings:
             row and stays spilled for ``gradinv audit RUN_DIR``.
         keep_updates: keep spilled updates after their attack (by default they are deleted once attacked).
         audit_workers: in ``audit`` mode, attack processes beside the server's job process; each update is spilled
-            and read by path. ``0``: one background thread in the server process. ``None`` (default): one process
-            per GPU where there are GPUs, else ``0``.
+            and read by path. ``None`` (default): one process per GPU, one on a CPU-only server. ``0``: one
+            background thread in the server process instead, for tests and small models (the attack's memory
+            then adds to the server's).
     """
 
     model: ModelSpec | None = None
