@@ -9,10 +9,10 @@ import time
 
 from nvflare.apis.event_type import EventType
 
-from gradinv.fl.scheduler import Queued
-from gradinv.fl.spill import RoundSpiller, pending_dir
 from gradinv.fl import filter as filter_module
 from gradinv.fl import worker_pool
+from gradinv.fl.scheduler import Queued
+from gradinv.fl.spill import RoundSpiller, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 
 from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round

@@ -103,6 +103,16 @@ class BackgroundAudits(Generic[Job]):
                 return self.waiting()
         else:
             item = Queued(round_num, site, self._own(job))
+        return self._append(item)
+
+    def submit_spilled(self, round_num: int, site: str, path: Path) -> int:
+        """Queue an update that is on disk already (``gradinv audit RUN_DIR``'s); returns how many are waiting."""
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("the audit queue is draining; no new update can be queued")
+        return self._append(Queued(round_num, site, path=path))
+
+    def _append(self, item: Queued[Job]) -> int:
         with self._changed:
             self._queue.append(item)
             if not self._workers:
