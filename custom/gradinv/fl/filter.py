@@ -84,6 +84,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         progress: bool = True,
         audit_max_pending: int = 2,
         audit_policy: str = "all",
+        audit_round_interval: int = 1,
         drain_timeout_s: float = 600.0,
         keep_updates: bool = False,
         audit_workers: int | None = None,
@@ -202,6 +203,13 @@ class GradInversionAggregatorFilter(DXOFilter):
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
+            interval = self.settings.audit_round_interval
+            if self.settings.audit_policy == "every_kth_round" and round_num % interval:
+                reason = f"round {round_num} is not audited (audit_policy=every_kth_round, every {interval} rounds)"
+                self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: skipped: {reason}")
+                auditor.record_failure(round_num, site, "skipped", "pass", reason, update.meta)
+                self._decisions.remember(key, "pass")
+                return None
             try:
                 self._enqueue(update, fl_ctx)
             except AttackInputError as exc:

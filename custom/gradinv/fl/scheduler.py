@@ -21,7 +21,8 @@ from gradinv.attack.invert import AttackStopped, stop_attacks_when
 Job = TypeVar("Job")
 
 
-AUDIT_POLICIES = ("all", "latest_per_site")
+# every_kth_round is the filter's: it skips the other rounds' updates before they reach the queue.
+AUDIT_POLICIES = ("all", "latest_per_site", "every_kth_round")
 
 
 @dataclasses.dataclass
