@@ -333,7 +333,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
                 self._spiller = RoundSpiller(pending_dir(out_dir))
                 attack = functools.partial(self._attack_in_background, fl_ctx)
-                if workers:  # the processes read every update from disk: none is held in this process
+                if workers:  # the processes read every update from disk, written by the queue's spiller thread
                     # The job's own model goes to the processes without staying in this one (the auditor here
                     # never attacks).
                     try:
@@ -347,10 +347,11 @@ class GradInversionAggregatorFilter(DXOFilter):
                     functools.partial(self._background_crash, fl_ctx),
                     self._spiller,
                     functools.partial(self._account, fl_ctx),
-                    max_in_memory=0 if workers else settings.audit_max_pending,
+                    max_in_memory=settings.audit_max_pending,
                     policy=settings.audit_policy,
                     workers=max(1, workers),
                     own=_owned_update,
+                    spilled_only=bool(workers),
                 )
                 if workers:
                     self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
