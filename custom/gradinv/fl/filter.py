@@ -211,7 +211,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self._decisions.remember(key, "pass")
                 return None
             try:
-                self._enqueue(update, fl_ctx)
+                self._enqueue(update, fl_ctx, started)
             except AttackInputError as exc:
                 return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
             self._decisions.remember(key, "pass")
@@ -325,7 +325,9 @@ class GradInversionAggregatorFilter(DXOFilter):
                 )
             return self._auditor
 
-    def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
+    def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext, started: float) -> None:
+        """Queue ``update`` for a background attack; ``started``: when the filter got it (the log says how long it
+        held FedAvg's result)."""
         with self._lock:
             if self._background is None:
                 settings = self.settings
@@ -358,8 +360,9 @@ class GradInversionAggregatorFilter(DXOFilter):
         waiting = self._background.submit(update.round_num, update.site, update)
         self.log_info(
             fl_ctx,
-            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting, "
-            f"{self._background.in_memory()} in memory)",
+            f"gradinv: round {update.round_num} {update.site}: queued for a background attack after "
+            f"{time.monotonic() - started:.3f} s in the filter ({waiting} waiting, {self._background.in_memory()} in "
+            "memory)",
         )
 
     def _attack_in_background(self, fl_ctx: FLContext, item: Queued[UpdateToAudit]) -> None:

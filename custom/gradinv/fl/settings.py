@@ -69,7 +69,8 @@ class AuditSettings:
         progress: show a progress bar per attack (in the server's console).
         audit_max_pending: in ``audit`` mode, how many updates waiting for (or under) attack are held in memory; the
             rest are spilled to ``<out_subdir>/pending/`` (0700 folder, 0600 files), so the server's memory stays
-            bounded by this many model copies however slow the attack is.
+            bounded by this many model copies however slow the attack is. Waiting updates are written there by a
+            thread of their own (FedAvg's path only copies them) unless the bound is reached.
         audit_policy: ``all`` (every update is attacked, spilled when memory is full), ``latest_per_site`` (a
             site's newer update replaces its older one still waiting; the older one gets a ``skipped`` row) or
             ``every_kth_round`` (only the updates of rounds 0, k, 2k, ... with k = ``audit_round_interval`` are
