@@ -6,8 +6,8 @@ Two runs of the same FedAvg job (``gradinv.fl.job``) in fresh processes, one wit
 run reports its server process's peak RSS (the simulator runs the server in a child process, the clients in further
 processes; the peak is that process's VmHWM, Linux only, sampled every 0.5 s) and its mean round time (between the
 first and last round's start, from the server's log). The last line is JSON: peak RSS of both, the model size, the
-spill size, the audit run's rows by status (every update must have exactly one), and the round-time ratio
-audit / no filter (goal <= 1.1).
+spill size, the audit run's rows by status (every update must have exactly one), the round-time ratio
+audit / no filter (goal <= 1.1) and how long the filter held each result on FedAvg's path.
 
 Not a test (minutes of CPU): ``python bench/audit_soak.py [--rounds 20 --sites 4 ...]``.
 """
