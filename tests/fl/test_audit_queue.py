@@ -223,3 +223,17 @@ def test_gradinv_audit_attacks_what_the_drain_deadline_left_as_the_job_would_hav
 def test_audit_scale_settings_are_checked_at_construction(arguments, message):
     with pytest.raises(ValueError, match=message):
         make_filter(**arguments)
+
+
+def test_a_superseded_spilled_update_is_deleted_so_that_gradinv_audit_cannot_attack_it_again(tmp_path):
+    recorder = _Recorder(tmp_path)
+    queue = _queue(recorder, max_in_memory=1, policy="latest_per_site")
+    queue.submit(0, "site-1", "a0")  # under attack (held), the one update in memory
+    queue.submit(0, "site-2", "b0")  # spilled at once: the bound is reached
+    assert (tmp_path / "b0.spilled").exists()
+    queue.submit(1, "site-2", "b1")
+    assert [(site, status) for _, site, status, _ in recorder.accounted] == [("site-2", "skipped")]
+    assert not (tmp_path / "b0.spilled").exists()  # its row is the skipped one
+    recorder.release.set()
+    assert queue.drain(timeout_s=30) == []
+    assert sorted((r, s) for r, s, _ in recorder.attacked) == [(0, "site-1"), (1, "site-2")]
