@@ -6,8 +6,8 @@ Two runs of the same FedAvg job (``gradinv.fl.job``) in fresh processes, one wit
 run reports its server process's peak RSS (the simulator runs the server in a child process, the clients in further
 processes; the peak is that process's VmHWM, Linux only, sampled every 0.5 s) and its mean round time (between the
 first and last round's start, from the server's log). The last line is JSON: peak RSS of both, the model size, the
-spill size, the audit run's rows by status (every update must have exactly one), and the round-time ratio
-audit / no filter (goal <= 1.1).
+spill size, the audit run's rows by status (every update must have exactly one), the round-time ratio
+audit / no filter (goal <= 1.1) and how long the filter held each result on FedAvg's path.
 
 Not a test (minutes of CPU): ``python bench/audit_soak.py [--rounds 20 --sites 4 ...]``.
 """
@@ -31,7 +31,7 @@ from pathlib import Path
 _TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+) ")
 _ROUND_START = re.compile(r"^\s*Round (\d+) started")
 _RESULT_IN = re.compile(r"got result from client (\S+) for task")
-_QUEUED = re.compile(r"gradinv: round \d+ (\S+): queued for a background attack")
+_QUEUED = re.compile(r"gradinv: round \d+ (\S+): queued for a background attack after ([\d.]+) s in the filter")
 
 
 def _one_run(args: argparse.Namespace) -> dict:
@@ -70,7 +70,7 @@ def _one_run(args: argparse.Namespace) -> dict:
     model_bytes = sum(p.numel() * p.element_size() for p in _model(settings).state_dict().values())
     result = {"peak_rss_mb": max(peaks.values(), default=0) / 1024, "wall_s": wall,
               "round_s": _mean_round_seconds(workspace), "model_mb": model_bytes / 2**20,
-              "filter_hold_s": _mean_filter_hold_seconds(workspace)}
+              **_filter_hold_seconds(workspace)}
     out_dir = run_dir / "gradinv"
     if out_dir.exists():
         with open(out_dir / "metrics.csv") as handle:
@@ -136,17 +136,20 @@ def _mean_round_seconds(workspace: Path) -> float | None:
     return (starts[last] - starts[first]).total_seconds() / (last - first)
 
 
-def _mean_filter_hold_seconds(workspace: Path) -> float | None:
-    """Mean time from the server's "got result from client X" to the filter's "X: queued" (audit mode): how long
-    the filter holds each result on FedAvg's path. None without the filter."""
+def _filter_hold_seconds(workspace: Path) -> dict[str, float | None]:
+    """How long the filter holds each result on FedAvg's path (audit mode; None without the filter): the mean time
+    from the server's "got result from client X" to the filter's "X: queued" (``filter_hold_s``), and the mean and
+    largest time the filter itself reports in that line (``filter_own_s``, ``filter_own_max_s``)."""
     received: dict[str, datetime] = {}
-    holds = []
+    holds, own = [], []
     for stamp, line in _server_log(workspace):
         if match := _RESULT_IN.search(line):
             received[match[1]] = stamp
         elif (match := _QUEUED.search(line)) and match[1] in received:
             holds.append((stamp - received.pop(match[1])).total_seconds())
-    return sum(holds) / len(holds) if holds else None
+            own.append(float(match[2]))
+    return {"filter_hold_s": sum(holds) / len(holds) if holds else None,
+            "filter_own_s": sum(own) / len(own) if own else None, "filter_own_max_s": max(own, default=None)}
 
 
 def main() -> None:
@@ -158,7 +161,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=300, help="attack iterations (one attack > a round)")
     parser.add_argument("--max-pending", type=int, default=2)
     parser.add_argument("--drain-timeout", type=float, default=20.0)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="audit_workers (0: the in-process thread)")
     parser.add_argument("--one", choices=["audit", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--workspace", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,6 +194,7 @@ def main() -> None:
         "round_s": {"audit": audit["round_s"], "no_filter": baseline["round_s"]},
         "round_time_ratio": audit["round_s"] / baseline["round_s"] if audit["round_s"] and baseline["round_s"] else 0,
         "filter_hold_s_per_update": audit["filter_hold_s"],
+        "filter_own_s_per_update": {"mean": audit["filter_own_s"], "max": audit["filter_own_max_s"]},
     }
     print(json.dumps(summary))
 

@@ -8,7 +8,8 @@ POC="$POC_SCRIPTS/poc.sh"
 
 usage() {
   cat <<'EOF'
-Usage: poc/e2e.sh [--route api|cli|console] [--workdir DIR] [--sites N] [--rounds R] [--iterations K] [--keep]
+Usage: poc/e2e.sh [--route api|cli|console] [--workdir DIR] [--sites N] [--rounds R] [--iterations K]
+                  [--audit-workers W] [--keep]
 
 Runs the gradinv job in a fresh NVFlare POC (server + N client processes) and checks the downloaded
 result: <job workspace>/gradinv/metrics.csv must hold a row for every round x site.
@@ -22,6 +23,7 @@ result: <job workspace>/gradinv/metrics.csv must hold a row for every round x si
   --sites       number of hospitals (default 2, 1 image each)
   --rounds      FedAvg rounds (default 2)
   --iterations  attack iterations per image (default 50, to keep it quick)
+  --audit-workers  run the filter in audit mode with W attack processes beside the server (default: gate mode)
   --keep        keep the workdir (logs, downloaded result) instead of deleting it at the end
 
 Exit status 0 when every step passed; otherwise the failing step is named and the POC is stopped.

@@ -9,9 +9,11 @@ import time
 
 from nvflare.apis.event_type import EventType
 
+from gradinv.fl import filter as filter_module
+from gradinv.fl import worker_pool
 from gradinv.fl.scheduler import Queued
 from gradinv.fl.spill import RoundSpiller, pending_dir
-from gradinv.fl.worker_pool import AttackProcesses
+from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 
 from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
 from .test_audit_queue import SITES, _run_audit_job
@@ -88,3 +90,27 @@ def test_attack_processes_without_a_model_to_send_make_the_update_invalid_not_lo
     flt.handle_event(EventType.END_RUN, engine.new_context())
     (row,) = _rows(tmp_path / "job-1" / "gradinv")
     assert (row["site"], row["status"]) == ("site-1", "invalid") and "no model persistor" in row["reason"]
+
+
+def test_audit_workers_none_means_one_process_per_gpu_and_one_without_gpus(tmp_path, monkeypatch):
+    for gpus, expected in ((0, 1), (1, 1), (3, 3)):
+        monkeypatch.setattr(worker_pool, "gpu_count", lambda gpus=gpus: gpus)
+        assert default_worker_count() == expected
+
+    started = []
+
+    class Recorded(AttackProcesses):
+        def __init__(self, count, *args):
+            started.append(count)
+            super().__init__(count, *args)
+
+    monkeypatch.setattr(worker_pool, "gpu_count", lambda: 0)
+    monkeypatch.setattr(filter_module, "AttackProcesses", Recorded)
+    engine, model = FakeServerEngine(tmp_path), global_model()
+    flt = make_filter(mode="audit")  # audit_workers=None: on this CPU-only "server", one process, not the thread
+    send_round(engine, flt, model)
+    flt.process(client_result(model, *sample_images(2)), result_context(engine, "site-1"))
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    assert started == [1]
+    (row,) = _rows(tmp_path / "job-1" / "gradinv")
+    assert (row["site"], row["status"]) == ("site-1", "ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import stat
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +56,26 @@ def _queue(recorder, **kwargs):
     return recorder.queue
 
 
+def _wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_in_memory_updates_never_exceed_the_bound_and_all_are_attacked(tmp_path):
     recorder = _Recorder(tmp_path)
     queue = _queue(recorder, max_in_memory=2)
     for number in range(7):
         queue.submit(number // 5, SITES[number % 5], f"update-{number}")
         assert queue.in_memory() <= 2
-    assert len(list(tmp_path.glob("*.spilled"))) == 5  # two held in memory, the other five on disk only
+    # Only the update under attack stays in memory: the spiller thread writes the waiting ones.
+    _wait_for(lambda: queue.in_memory() == 1)
+    assert len(list(tmp_path.glob("*.spilled"))) == 6
     recorder.release.set()
     assert queue.drain(timeout_s=30) == []
     assert len(recorder.attacked) == 7 and recorder.accounted == []
-    assert sum(spilled for *_, spilled in recorder.attacked) == 5
+    assert sum(spilled for *_, spilled in recorder.attacked) == 6
     assert recorder.peak_in_memory <= 2 and queue.in_memory() == 0
 
 
@@ -147,10 +157,11 @@ def _rows(out_dir):
 
 
 def _run_audit_job(tmp_path, hold_attacks: bool, **settings):
-    """One round, three sites, audit mode; returns the gradinv folder and the blocked attack's release."""
+    """One round, three sites, audit mode (in-process unless ``audit_workers`` is given: ``hold_attacks`` holds the
+    attack in this process); returns the gradinv folder and the blocked attack's release."""
     engine = FakeServerEngine(tmp_path)
     model = global_model()
-    flt = make_filter(mode="audit", audit_max_pending=1, **settings)
+    flt = make_filter(mode="audit", **{"audit_max_pending": 1, "audit_workers": 0, **settings})
     send_round(engine, flt, model)
     release = threading.Event()
     if hold_attacks:
@@ -212,3 +223,17 @@ def test_gradinv_audit_attacks_what_the_drain_deadline_left_as_the_job_would_hav
 def test_audit_scale_settings_are_checked_at_construction(arguments, message):
     with pytest.raises(ValueError, match=message):
         make_filter(**arguments)
+
+
+def test_a_superseded_spilled_update_is_deleted_so_that_gradinv_audit_cannot_attack_it_again(tmp_path):
+    recorder = _Recorder(tmp_path)
+    queue = _queue(recorder, max_in_memory=1, policy="latest_per_site")
+    queue.submit(0, "site-1", "a0")  # under attack (held), the one update in memory
+    queue.submit(0, "site-2", "b0")  # spilled at once: the bound is reached
+    assert (tmp_path / "b0.spilled").exists()
+    queue.submit(1, "site-2", "b1")
+    assert [(site, status) for _, site, status, _ in recorder.accounted] == [("site-2", "skipped")]
+    assert not (tmp_path / "b0.spilled").exists()  # its row is the skipped one
+    recorder.release.set()
+    assert queue.drain(timeout_s=30) == []
+    assert sorted((r, s) for r, s, _ in recorder.attacked) == [(0, "site-1"), (1, "site-2")]

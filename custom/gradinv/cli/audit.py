@@ -1,4 +1,4 @@
-"""``gradinv audit RUN_DIR [--device D] [--model SPEC]``: attack a run's spilled updates later, on any machine.
+"""``gradinv audit RUN_DIR [--workers N] [--device D] [--model SPEC]``: attack a run's spilled updates later.
 
 The route for a federation whose attacks outgrow the server machine: audit mode spills the updates it could not
 attack in the job (``<run_dir>/gradinv/pending/``); this command attacks them with the run's own settings, replaces
@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="folder holding gradinv/metrics.csv (or the gradinv folder)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="attack N updates at once, each in its own process (with auto device: one GPU each, "
+                        "round robin); the rows and report are the same as with 1 (default 1)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting)")
     parser.add_argument(
         "--model",
@@ -36,7 +39,8 @@ def run_audit_command(args: argparse.Namespace) -> int:
     """Attack the spilled updates; print one line per update and the report's path."""
     from gradinv.fl.offline_audit import audit_spilled_run
 
-    for row in audit_spilled_run(args.run_dir, device=args.device, model=args.model):
+    for row in audit_spilled_run(args.run_dir, device=args.device, model=args.model,
+                                 workers=args.workers):
         print(f"round {row['round']} {row['site']}: {row['status']}")
     from gradinv.report.run_report import build_report
 

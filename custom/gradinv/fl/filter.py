@@ -84,6 +84,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         progress: bool = True,
         audit_max_pending: int = 2,
         audit_policy: str = "all",
+        audit_round_interval: int = 1,
         drain_timeout_s: float = 600.0,
         keep_updates: bool = False,
         audit_workers: int | None = None,
@@ -202,8 +203,15 @@ class GradInversionAggregatorFilter(DXOFilter):
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
+            interval = self.settings.audit_round_interval
+            if self.settings.audit_policy == "every_kth_round" and round_num % interval:
+                reason = f"round {round_num} is not audited (audit_policy=every_kth_round, every {interval} rounds)"
+                self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: skipped: {reason}")
+                auditor.record_failure(round_num, site, "skipped", "pass", reason, update.meta)
+                self._decisions.remember(key, "pass")
+                return None
             try:
-                self._enqueue(update, fl_ctx)
+                self._enqueue(update, fl_ctx, started)
             except AttackInputError as exc:
                 return self._invalid(fl_ctx, round_num, site, dxo, str(exc), started)
             self._decisions.remember(key, "pass")
@@ -317,7 +325,9 @@ class GradInversionAggregatorFilter(DXOFilter):
                 )
             return self._auditor
 
-    def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext) -> None:
+    def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext, started: float) -> None:
+        """Queue ``update`` for a background attack; ``started``: when the filter got it (the log says how long it
+        held FedAvg's result)."""
         with self._lock:
             if self._background is None:
                 settings = self.settings
@@ -325,7 +335,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
                 self._spiller = RoundSpiller(pending_dir(out_dir))
                 attack = functools.partial(self._attack_in_background, fl_ctx)
-                if workers:  # the processes read every update from disk: none is held in this process
+                if workers:  # the processes read every update from disk, written by the queue's spiller thread
                     # The job's own model goes to the processes without staying in this one (the auditor here
                     # never attacks).
                     try:
@@ -339,18 +349,20 @@ class GradInversionAggregatorFilter(DXOFilter):
                     functools.partial(self._background_crash, fl_ctx),
                     self._spiller,
                     functools.partial(self._account, fl_ctx),
-                    max_in_memory=0 if workers else settings.audit_max_pending,
+                    max_in_memory=settings.audit_max_pending,
                     policy=settings.audit_policy,
                     workers=max(1, workers),
                     own=_owned_update,
+                    spilled_only=bool(workers),
                 )
                 if workers:
                     self.log_info(fl_ctx, f"gradinv: {workers} attack process(es) beside the server process")
         waiting = self._background.submit(update.round_num, update.site, update)
         self.log_info(
             fl_ctx,
-            f"gradinv: round {update.round_num} {update.site}: queued for a background attack ({waiting} waiting, "
-            f"{self._background.in_memory()} in memory)",
+            f"gradinv: round {update.round_num} {update.site}: queued for a background attack after "
+            f"{time.monotonic() - started:.3f} s in the filter ({waiting} waiting, {self._background.in_memory()} in "
+            "memory)",
         )
 
     def _attack_in_background(self, fl_ctx: FLContext, item: Queued[UpdateToAudit]) -> None:

@@ -21,10 +21,11 @@ from gradinv.attack.invert import AttackStopped, stop_attacks_when
 Job = TypeVar("Job")
 
 
-AUDIT_POLICIES = ("all", "latest_per_site")
+# every_kth_round is the filter's: it skips the other rounds' updates before they reach the queue.
+AUDIT_POLICIES = ("all", "latest_per_site", "every_kth_round")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # compared by identity: the queue finds its own items, not equal-looking ones
 class Queued(Generic[Job]):
     """One update waiting for its attack: in memory (``job``) or spilled to disk (``path``), never both."""
 
@@ -37,9 +38,13 @@ class Queued(Generic[Job]):
 class BackgroundAudits(Generic[Job]):
     """Audit mode's queue: at most ``max_in_memory`` updates held in memory, the rest spilled, attacked by ``workers``.
 
-    Memory stays bounded however slow the attack is: beyond ``max_in_memory`` copies (queued or under attack) an
-    update goes to disk through ``spill`` and the queue holds only its path. A submitted job may borrow its caller's
-    memory: ``spill`` writes it as it is, and ``own`` makes the copy the queue keeps when it keeps one in memory.
+    Memory stays bounded however slow the attack is: an update is kept in memory (``own`` makes the copy the queue
+    keeps) while fewer than ``max_in_memory`` are (queued or under attack), else it goes to disk through ``spill``
+    at once and the queue holds only its path. A submitted job may borrow its caller's memory: ``spill`` writes it
+    as it is. Writing to disk is what a caller on FedAvg's path would wait for, so a spiller thread writes the queued
+    in-memory updates that no worker takes now (with ``spilled_only``, every one: the attacks then read updates from
+    disk only, e.g. attack processes), which frees their memory for the next ones. An update that cannot be written
+    there stays in memory for an in-process attack, or, with ``spilled_only``, is accounted as ``not_attacked``.
     With ``policy="latest_per_site"`` a site's newer update replaces its older one still waiting, which is accounted
     for as ``skipped``. Every item ends in exactly one call: ``attack`` (which records the update's row itself and
     must not raise; what escapes goes to ``on_crash``) or ``account(item, status, reason)`` for the updates that are
@@ -58,20 +63,24 @@ class BackgroundAudits(Generic[Job]):
         policy: str = "all",
         workers: int = 1,
         own: Callable[[Job], Job] = lambda job: job,
+        spilled_only: bool = False,
     ):
         if policy not in AUDIT_POLICIES:
             raise ValueError(f"audit policy must be one of {AUDIT_POLICIES}, got {policy!r}")
         self._attack, self._on_crash, self._spill, self._account = attack, on_crash, spill, account
         self._max_in_memory, self._policy, self._own = max_in_memory, policy, own
+        self._spilled_only = spilled_only
         self._queue: collections.deque[Queued[Job]] = collections.deque()
         self._in_memory = 0  # queued in memory + under attack in memory
         self._busy = 0  # attacks under way
+        self._being_spilled: set[Queued[Job]] = set()  # by the spiller thread, still queued
+        self._unspillable: set[Queued[Job]] = set()  # its write failed: attacked from memory (not spilled_only)
         self._stopping = False
         self._deadline_passed = threading.Event()  # attacks under way stop at once (see stop_attacks_when)
         self._interrupted: list[Queued[Job]] = []  # stopped by the deadline, still counted in memory until left
         self._changed = threading.Condition()
         self._worker_count = workers
-        self._workers: list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
 
     def submit(self, round_num: int, site: str, job: Job) -> int:
         """Queue ``job`` (in memory, or spilled when the bound is reached); returns how many are waiting.
@@ -94,6 +103,8 @@ class BackgroundAudits(Generic[Job]):
         for old in superseded:
             reason = f"superseded by the round {round_num} update of {site} (audit_policy=latest_per_site)"
             self._account(old, "skipped", reason)
+            if old.path is not None:  # its row is written: `gradinv audit` must not attack it later
+                old.path.unlink(missing_ok=True)
         if spill:
             try:
                 item = Queued(round_num, site, path=self._spill(job))
@@ -103,15 +114,26 @@ class BackgroundAudits(Generic[Job]):
                 return self.waiting()
         else:
             item = Queued(round_num, site, self._own(job))
+        return self._append(item)
+
+    def submit_spilled(self, round_num: int, site: str, path: Path) -> int:
+        """Queue an update that is on disk already (``gradinv audit RUN_DIR``'s); returns how many are waiting."""
+        with self._changed:
+            if self._stopping:
+                raise RuntimeError("the audit queue is draining; no new update can be queued")
+        return self._append(Queued(round_num, site, path=path))
+
+    def _append(self, item: Queued[Job]) -> int:
         with self._changed:
             self._queue.append(item)
-            if not self._workers:
-                self._workers = [
+            if not self._threads:
+                self._threads = [
                     threading.Thread(target=self._run, name=f"gradinv-audit-{number}", daemon=True)
                     for number in range(self._worker_count)
                 ]
-                for worker in self._workers:
-                    worker.start()
+                self._threads.append(threading.Thread(target=self._spill_behind, name="gradinv-spill", daemon=True))
+                for thread in self._threads:
+                    thread.start()
             self._changed.notify_all()
             return len(self._queue)
 
@@ -128,8 +150,8 @@ class BackgroundAudits(Generic[Job]):
         """Attack what is queued for at most ``timeout_s``, then stop; returns the items left unattacked.
 
         At the deadline the attacks under way are stopped (see the class) and the queue is emptied: the drain ends
-        one attack step (or one stopped attack process) after ``timeout_s``. Left items still in memory are spilled,
-        so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
+        one attack step (or one stopped attack process, or the spill under way) after ``timeout_s``. Left items still
+        in memory are spilled, so that ``gradinv audit`` can attack them later; each is accounted as ``not_attacked``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._changed:
@@ -140,15 +162,15 @@ class BackgroundAudits(Generic[Job]):
                 self._changed.wait(remaining)
             self._stopping = True
             self._deadline_passed.set()
+            self._changed.notify_all()
+            threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()
+        with self._changed:  # only now: the spiller thread may have settled an item of the queue since the deadline
             left = list(self._queue)
             self._queue.clear()
-            self._changed.notify_all()
-            workers, self._workers = self._workers, []
-        for worker in workers:
-            worker.join()
-        why = f"drain_timeout_s={timeout_s} reached at the end of the run"
-        with self._changed:
             interrupted, self._interrupted = self._interrupted, []
+        why = f"drain_timeout_s={timeout_s} reached at the end of the run"
         for item in interrupted:
             self._leave(item, f"{why} while its attack was under way (stopped)")
         for item in left:
@@ -172,15 +194,65 @@ class BackgroundAudits(Generic[Job]):
             self._in_memory -= item.job is not None
         self._account(item, status, reason)
 
-    def _run(self) -> None:
+    def _ready(self) -> Queued[Job] | None:
+        """The oldest queued item a worker can attack now (lock held)."""
+        for item in self._queue:
+            if item not in self._being_spilled and (item.path is not None or not self._spilled_only):
+                return item
+        return None
+
+    def _to_spill(self) -> Queued[Job] | None:
+        """The queued in-memory item the spiller thread should write now, if any (lock held): with ``spilled_only``
+        the oldest (the workers wait for it), else the newest, and only while every worker is busy."""
+        if not self._spilled_only and self._busy < self._worker_count:
+            return None
+        candidates = [item for item in self._queue if item.job is not None and item not in self._unspillable]
+        if not candidates:
+            return None
+        return candidates[0] if self._spilled_only else candidates[-1]
+
+    def _spill_behind(self) -> None:
         while True:
             with self._changed:
-                while not self._queue and not self._stopping:
+                while not self._stopping and (item := self._to_spill()) is None:
                     self._changed.wait()
                 if self._stopping:
                     return
-                item = self._queue.popleft()
+                self._being_spilled.add(item)
+            failure = None
+            try:
+                path = self._spill(item.job)
+            except OSError as exc:
+                failure = exc
+            with self._changed:
+                self._being_spilled.discard(item)
+                queued = item in self._queue
+                if failure is None and queued:
+                    item.job, item.path = None, path
+                    self._in_memory -= 1
+                elif failure is None:  # superseded (latest_per_site) while it was written
+                    path.unlink(missing_ok=True)
+                elif queued and self._spilled_only:  # no attack could read it
+                    self._queue.remove(item)
+                    self._in_memory -= 1
+                elif queued:
+                    self._unspillable.add(item)
+                self._changed.notify_all()
+            if failure is not None and queued and self._spilled_only:
+                self._account(item, "not_attacked", f"it could not be written for an attack process ({failure}); "
+                              "free disk space in the run dir")
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._stopping and (item := self._ready()) is None:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                self._queue.remove(item)
+                self._unspillable.discard(item)
                 self._busy += 1
+                self._changed.notify_all()  # the spiller may now write a waiting one
             stopped = False
             try:
                 with stop_attacks_when(self._deadline_passed.is_set):

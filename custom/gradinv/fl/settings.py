@@ -72,15 +72,20 @@ class AuditSettings:
         progress: show a progress bar per attack (in the server's console).
         audit_max_pending: in ``audit`` mode, how many updates waiting for (or under) attack are held in memory; the
             rest are spilled to ``<out_subdir>/pending/`` (0700 folder, 0600 files), so the server's memory stays
-            bounded by this many model copies however slow the attack is.
-        audit_policy: ``all`` (every update is attacked, spilled when memory is full) or ``latest_per_site`` (a
-            site's newer update replaces its older one still waiting; the older one gets a ``skipped`` row).
+            bounded by this many model copies however slow the attack is. Waiting updates are written there by a
+            thread of their own (FedAvg's path only copies them) unless the bound is reached.
+        audit_policy: ``all`` (every update is attacked, spilled when memory is full), ``latest_per_site`` (a
+            site's newer update replaces its older one still waiting; the older one gets a ``skipped`` row) or
+            ``every_kth_round`` (only the updates of rounds 0, k, 2k, ... with k = ``audit_round_interval`` are
+            attacked; the others get a ``skipped`` row, and cost neither memory nor disk).
+        audit_round_interval: k of ``audit_policy="every_kth_round"`` (must stay 1 with the other policies).
         drain_timeout_s: at the end of the run, how long the queue is drained; what is left gets a ``not_attacked``
             row and stays spilled for ``gradinv audit RUN_DIR``.
         keep_updates: keep spilled updates after their attack (by default they are deleted once attacked).
         audit_workers: in ``audit`` mode, attack processes beside the server's job process; each update is spilled
-            and read by path. ``0``: one background thread in the server process. ``None`` (default): one process
-            per GPU where there are GPUs, else ``0``.
+            and read by path. ``None`` (default): one process per GPU, one on a CPU-only server. ``0``: one
+            background thread in the server process instead, for tests and small models (the attack's memory
+            then adds to the server's).
     """
 
     model: ModelSpec | None = None
@@ -108,6 +113,7 @@ class AuditSettings:
     progress: bool = True
     audit_max_pending: int = 2
     audit_policy: str = "all"
+    audit_round_interval: int = 1
     drain_timeout_s: float = 600.0
     keep_updates: bool = False
     audit_workers: int | None = None
@@ -159,6 +165,11 @@ class AuditSettings:
             problems.append(f"audit_workers must be an integer >= 0 or None, got {self.audit_workers!r}")
         if self.audit_policy not in AUDIT_POLICIES:
             problems.append(f"audit_policy must be one of {AUDIT_POLICIES}, got {self.audit_policy!r}")
+        if not (_is_int(self.audit_round_interval) and self.audit_round_interval >= 1):
+            problems.append(f"audit_round_interval must be an integer >= 1, got {self.audit_round_interval!r}")
+        elif self.audit_round_interval != 1 and self.audit_policy != "every_kth_round":
+            problems.append(f"audit_round_interval={self.audit_round_interval} applies only with "
+                            f"audit_policy='every_kth_round' (got {self.audit_policy!r}): set that policy, or drop it")
         if not (_is_finite_number(self.drain_timeout_s) and self.drain_timeout_s >= 0):
             problems.append(f"drain_timeout_s must be a number of seconds >= 0, got {self.drain_timeout_s!r}")
         for name in ("fail_closed", "save_images", "report", "progress", "keep_updates"):

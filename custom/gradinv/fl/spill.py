@@ -110,6 +110,17 @@ def load_update(path: str | os.PathLike) -> UpdateToAudit:
     return UpdateToAudit(int(header["round"]), str(header["site"]), global_state, diff, dict(header["meta"]))
 
 
+def spilled_round_and_site(path: str | os.PathLike) -> tuple[int, str]:
+    """The round and site of a spilled update, read from its header alone (not its arrays)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(archive[_META_KEY].tobytes().decode())
+        return int(header["round"]), str(header["site"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path} is not a readable spilled update ({exc}); it was cut short or is not gradinv's; "
+                        "delete it") from exc
+
+
 def spilled_updates(out_dir: str | os.PathLike) -> list[Path]:
     """The spilled updates of a run's gradinv folder, oldest round first."""
     folder = Path(out_dir) / PENDING_DIR
