@@ -309,7 +309,8 @@ def _runs_section(outcomes: Sequence, out_dir: Path) -> Html:
 def _rows_table(rows: Sequence[Mapping[str, object]]) -> Html:
     columns = [c for c in SWEEP_COLUMNS if c != "run_dir"]
     body = [[_cell(row.get(c)) for c in columns] for row in sort_rows(rows)]
-    numeric = [i for i, c in enumerate(columns) if c not in ("filter", "site", "status", "decision", "origin", "converged")]
+    text_columns = ("filter", "site", "status", "decision", "origin", "converged")
+    numeric = [i for i, c in enumerate(columns) if c not in text_columns]
     return paragraph("The same rows as sweep.csv (run_dir left out here; see Runs).") + table(
         columns, body, numeric_columns=numeric, nowrap=True)
 
