@@ -146,7 +146,7 @@ def test_an_attack_that_did_not_converge_is_marked_and_its_low_score_not_read_as
 
     summary = page[:page.index('id="per-site-overview"')]
     assert "1 attack(s) did not converge" in summary and "site-2, round 0: update distance 0.640" in summary
-    assert "not evidence that these sites are safe" in summary
+    assert "a low score here is not evidence that the site is safe" in summary
     assert "2 of 3 attacked updates" in summary  # the failed update has no verdict
     card = page[page.index('id="update-site-2-0"'):page.index('id="update-site-2-1"')]
     assert 'class="badge warn">not converged' in card and "not evidence that this site is safe" in card

@@ -129,8 +129,9 @@ def _summary(run: RunArtifacts) -> Html:
             f"{len(unconverged)} attack(s) did not converge", "warning",
             [f"{_update_name(row)}: update distance {_cell(row, 'update_distance')}" for row in unconverged],
             note="The attack found no images that reproduce these updates (final update distance above "
-            f"{CONVERGED_UPDATE_DISTANCE:g}), so their reconstructions are not the sites' images and their low "
-            "scores are not evidence that these sites are safe: a longer or stronger attack may still rebuild them."))
+            f"{CONVERGED_UPDATE_DISTANCE:g}). Their scores measure how far this attack got, not what the updates "
+            "hold: a low score here is not evidence that the site is safe, and a longer or stronger attack may "
+            "recover more."))
     parts.append(key_value_table(_key_facts(run)))
     parts.append(_how_to_read())
     return join(parts)
@@ -316,8 +317,8 @@ def _update_card(row: Mapping[str, str], artifacts: SiteRoundArtifacts | None) -
     problem = artifacts.details_problem if artifacts else None
     unconverged = paragraph(
         f"Not converged: the attack's final update distance is {_cell(row, 'update_distance')} (converged at "
-        f"\u2264 {CONVERGED_UPDATE_DISTANCE:g}). These reconstructions do not explain the update, so their low "
-        "scores are not evidence that this site is safe.", css_class="warning") if _not_converged(row) else Html("")
+        f"\u2264 {CONVERGED_UPDATE_DISTANCE:g}). The reconstruction does not explain the update, so a low score "
+        "here is not evidence that this site is safe.", css_class="warning") if _not_converged(row) else Html("")
     body = element("div", join([
         element("div", _grid_figure(row, artifacts)),
         element("div", key_value_table(_update_facts(row, details))),
