@@ -6,8 +6,8 @@ replayed BatchNorm statistics match (relative residual ``r``), and how many imag
 local step (the effective batch size).
 
 :func:`attack_converged` says whether the attack found images that reproduce the update at all. When it did not,
-its reconstructions are not the data, and their low scores say nothing about the client: the attack failed, the
-client is not thereby safe.
+its reconstructions do not explain the update and their low scores say nothing about the client: the attack fell
+short, which does not make the client safe.
 
 :func:`leak_score` ranks updates: a reconstruction can only be trusted to be *the* data when the update is
 explained (small d, small r) and the problem is not underdetermined by averaging many images per step:
