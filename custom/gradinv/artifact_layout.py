@@ -20,5 +20,5 @@ TENSORBOARD_SUBDIR = "tensorboard"
 METRICS_COLUMNS = (
     "round", "site", "num_images", "num_steps", "status", "replay", "decision", "reason", "ssim", "psnr", "lpips",
     "rdlv", "rdlv_max", "prior_ssim", "ssim_max", "visibly_leaked_fraction", "label_accuracy", "update_distance",
-    "bn_residual", "leak_score", "iterations", "seconds", "device", "preset",
+    "converged", "bn_residual", "leak_score", "iterations", "seconds", "device", "preset",
 )  # fmt: skip

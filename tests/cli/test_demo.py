@@ -68,3 +68,27 @@ def test_bad_filter_args_are_one_line_and_exit_2(exported, capsys, tmp_path, fla
     err = capsys.readouterr().err.strip()
     assert err.startswith("gradinv demo: error:") and "\n" not in err
     assert re.search(message, err), err
+
+
+def test_the_printed_table_marks_an_attack_that_did_not_converge(tmp_path, capsys):
+    from gradinv.artifact_layout import METRICS_COLUMNS
+    from gradinv.cli.demo import _print_summary
+
+    metrics = tmp_path / "metrics.csv"
+    rows = [{"round": "0", "site": "site-1", "num_images": "1", "ssim": "0.99", "update_distance": "0.0008",
+             "converged": "true", "decision": "pass", "seconds": "12"},
+            {"round": "0", "site": "site-3", "num_images": "4", "ssim": "0.12", "update_distance": "0.64",
+             "converged": "false", "decision": "pass", "seconds": "80"},
+            {"round": "0", "site": "site-2", "status": "invalid", "decision": "pass"}]
+    lines = [",".join(METRICS_COLUMNS)] + [",".join(row.get(column, "") for column in METRICS_COLUMNS) for row in rows]
+    metrics.write_text("\n".join(lines) + "\n")
+
+    _print_summary(metrics)
+
+    lines = capsys.readouterr().out.splitlines()
+    site_lines = {line.split()[1]: line for line in lines if re.match(r"\s+0 site-", line)}
+    assert site_lines["site-1"].endswith(" converged")
+    assert site_lines["site-3"].endswith("NOT converged (d=0.64)")
+    assert site_lines["site-2"].endswith(" -")
+    assert any("1 attack(s) did not converge" in line and "not evidence that the hospital is safe" in line
+               for line in lines)

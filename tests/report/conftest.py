@@ -1,6 +1,7 @@
 """A synthetic ``gradinv/`` artifact folder as the server filter writes it (2 sites × 2 rounds).
 
-site-1 round 1 is blocked; site-2 round 1 failed (status error, every metric cell empty, no images).
+site-1 round 1 is blocked; site-2 round 0's attack did not converge (update distance 0.64); site-2 round 1 failed
+(status error, every metric cell empty, no images).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def _row(site: str, round_number: int, num_images: int) -> dict[str, object]:
         "decision": "pass", "reason": "", "ssim": sum(ssims) / num_images, "psnr": 14.5, "lpips": 0.41,
         "rdlv": sum(rdlvs) / num_images, "rdlv_max": max(rdlvs), "ssim_max": max(ssims),
         "visibly_leaked_fraction": sum(s >= 0.5 for s in ssims) / num_images, "label_accuracy": 1.0,
-        "update_distance": 0.0123, "bn_residual": 2.5e-5, "leak_score": 0.6, "iterations": 300, "seconds": 41.2,
-        "device": "cpu", "preset": "cpu-fast",
+        "update_distance": 0.0123, "converged": True, "bn_residual": 2.5e-5, "leak_score": 0.6, "iterations": 300,
+        "seconds": 41.2, "device": "cpu", "preset": "cpu-fast",
     }  # fmt: skip
 
 
@@ -67,6 +68,8 @@ def write_gradinv_dir(gradinv_dir: Path) -> Path:
             row = _row(site, round_number, num_images)
             if (site, round_number) == ("site-1", 1):
                 row.update(decision="block", reason="ssim_max 0.5 >= block threshold 0.5")
+            if (site, round_number) == ("site-2", 0):
+                row.update(update_distance=0.64, converged=False)
             failed = (site, round_number) == ("site-2", 1)
             if failed:
                 metric_columns = METRICS_COLUMNS[METRICS_COLUMNS.index("ssim"):METRICS_COLUMNS.index("iterations")]

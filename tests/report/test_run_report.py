@@ -139,3 +139,16 @@ def test_chromium_renders_the_report_offline(run_dir: Path, tmp_path: Path) -> N
     )  # fmt: skip
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert screenshot.stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def test_an_attack_that_did_not_converge_is_marked_and_its_low_score_not_read_as_safe(run_dir: Path) -> None:
+    page = build_report(run_dir).read_text(encoding="utf-8")
+
+    summary = page[:page.index('id="per-site-overview"')]
+    assert "1 attack(s) did not converge" in summary and "site-2, round 0: update distance 0.640" in summary
+    assert "a low score here is not evidence that the site is safe" in summary
+    assert "2 of 3 attacked updates" in summary  # the failed update has no verdict
+    card = page[page.index('id="update-site-2-0"'):page.index('id="update-site-2-1"')]
+    assert 'class="badge warn">not converged' in card and "not evidence that this site is safe" in card
+    assert "no: not converged (update distance 0.640)" in card
+    assert page.count('class="badge warn">not converged') == 1

@@ -72,7 +72,8 @@ def write_fake_run(gradinv_dir: Path, images_per_site, sigma0: float | None, acc
             row.update(round=round_number, site=site, num_images=num_images, num_steps=1, status="ok",
                        decision="pass", ssim=mean, ssim_max=best, rdlv=(mean - PRIOR_SSIM) / PRIOR_SSIM,
                        rdlv_max=(best - PRIOR_SSIM) / PRIOR_SSIM, lpips=1 - mean, psnr=20 * mean,
-                       leak_score=best / num_images, visibly_leaked_fraction=float(best >= 0.5))
+                       leak_score=best / num_images, visibly_leaked_fraction=float(best >= 0.5),
+                       update_distance=round(1 - best, 4), converged=best >= 0.5)
             if missing == (site, round_number):
                 row.update(status="error", ssim="", ssim_max="", rdlv="", rdlv_max="", leak_score="")
             rows.append(row)
@@ -203,6 +204,9 @@ def test_sweep_csv_has_one_row_per_run_site_round_with_the_final_accuracy(tmp_pa
     site2 = next(r for r in sigma10 if r["site"] == "site-2" and r["round"] == "0")
     assert float(site2["ssim_max"]) == pytest.approx(synthetic_ssim(2, 10.0, 0))
     assert float(site2["prior_ssim"]) == PRIOR_SSIM
+    for row in rows:  # metrics.csv's attack verdict passes through unchanged
+        assert row["converged"].lower() == str(float(row["ssim_max"]) >= 0.5).lower()
+        assert float(row["update_distance"]) == pytest.approx(1 - float(row["ssim_max"]), abs=1e-4)
     assert site2["run_dir"] == "runs/gaussian_sigma0_10/gradinv_demo/server/simulate_job"
     assert (out / site2["run_dir"] / "gradinv" / "metrics.csv").is_file()
     assert stat.S_IMODE((out / "sweep.csv").stat().st_mode) == 0o600
@@ -363,7 +367,8 @@ def test_report_is_self_contained_private_and_links_every_run(tmp_path, base_set
     assert all((out / link).is_file() for link in links)
     for text in ("synthetic flat prior", "Criterion rdlv", "Criterion ssim", "no image visibly leaked",
                  "&gt; 30 (no \u03c30 up to 30 suffices)", "Spearman", "n = ", "SVTPrivacy", "Calibrated noise",
-                 "lr 0.001, 1 epoch(s), batch all images, seed 0", "preset fast, overrides none"):
+                 "lr 0.001, 1 epoch(s), batch all images, seed 0", "preset fast, overrides none",
+                 "the attack did not converge in 2 update(s) at the calibrated \u03c30"):
         assert text in html or text in html.replace("&#x27;", "'"), text
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from gradinv.attack import attack_update, resolve_device
-from gradinv.attack.scoring import leak_score
+from gradinv.attack.scoring import attack_converged, leak_score
 from gradinv.errors import AttackInputError, DataError, GradinvError
 from gradinv.fl import meta as meta_protocol
 from gradinv.fl.artifacts import ArtifactWriter
@@ -138,6 +138,7 @@ class LeakageAuditor:
             "status": "timeout" if result.stopped == "time_budget" else "ok",
             "replay": knowledge.replay,
             "update_distance": result.update_distance,
+            "converged": attack_converged(result.update_distance),
             "bn_residual": result.bn_residual,
             "leak_score": leak_score(
                 result.update_distance, result.bn_residual, recipe.effective_batch_size(num_images)

@@ -56,6 +56,15 @@ def to_int(value: object) -> int | None:
     return int(number) if number is not None and number.is_integer() else None
 
 
+def to_bool(value: object) -> bool | None:
+    """The flag in a cell (``true``/``false`` in any case, as in metrics.csv's ``converged``), or ``None`` for an
+    empty or unrecognised cell."""
+    if isinstance(value, bool):
+        return value
+    text = str(value or "").strip().lower()
+    return True if text == "true" else False if text == "false" else None
+
+
 def natural_key(text: str) -> tuple:
     """Sort key that puts ``site-2`` before ``site-10``."""
     return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text))

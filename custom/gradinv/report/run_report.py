@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gradinv import __version__
+from gradinv.attack.scoring import CONVERGED_UPDATE_DISTANCE
 from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import (
     METRICS_COLUMNS,
@@ -23,6 +24,7 @@ from gradinv.report.artifacts import (
     find_gradinv_dir,
     load_run_artifacts,
     natural_key,
+    to_bool,
     to_float,
     to_int,
 )
@@ -121,14 +123,23 @@ def _summary(run: RunArtifacts) -> Html:
         parts.append(_boxed_list(f"{len(problems)} update(s) not fully measured", "warning", [
             f"{_update_name(row)}: status {_status(row) or 'missing'}"
             + (f" ({row['reason']})" if row.get("reason") else "") for row in problems]))
+    unconverged = [row for row in run.rows if _not_converged(row)]
+    if unconverged:
+        parts.append(_boxed_list(
+            f"{len(unconverged)} attack(s) did not converge", "warning",
+            [f"{_update_name(row)}: update distance {_cell(row, 'update_distance')}" for row in unconverged],
+            note="The attack found no images that reproduce these updates (final update distance above "
+            f"{CONVERGED_UPDATE_DISTANCE:g}). Their scores measure how far this attack got, not what the updates "
+            "hold: a low score here is not evidence that the site is safe, and a longer or stronger attack may "
+            "recover more."))
     parts.append(key_value_table(_key_facts(run)))
     parts.append(_how_to_read())
     return join(parts)
 
 
-def _boxed_list(title: str, tone: str, items: Sequence[str]) -> Html:
-    return element("div", element("strong", title) + element("ul", join(element("li", i) for i in items)),
-                   class_=tone)
+def _boxed_list(title: str, tone: str, items: Sequence[str], note: str | None = None) -> Html:
+    return element("div", join([element("strong", title), paragraph(note) if note else Html(""),
+                                element("ul", join(element("li", i) for i in items))]), class_=tone)
 
 
 def _update_name(row: Mapping[str, str]) -> str:
@@ -152,6 +163,11 @@ def _key_facts(run: RunArtifacts) -> list[tuple[str, object]]:
          if _audited(rows) else "no: only the attacker-side diagnostics (update distance, BN residual, leak score) "
          "could be computed; SSIM/RDLV need the sites' images (the filter's audit configuration)"),
     ]
+    verdicts = [to_bool(row.get("converged")) for row in rows]
+    if any(verdict is not None for verdict in verdicts):
+        facts.append((f"Attacks that converged (update distance \u2264 {CONVERGED_UPDATE_DISTANCE:g})",
+                      f"{sum(verdict is True for verdict in verdicts)} of "
+                      f"{sum(verdict is not None for verdict in verdicts)} attacked updates"))
     best = max(rows, key=lambda row: to_float(row.get("ssim_max")) or -1.0, default=None)
     if best is not None and to_float(best.get("ssim_max")) is not None:
         facts.append(("Best-reconstructed image", f"SSIM {_fmt(to_float(best.get('ssim_max')))} "
@@ -193,6 +209,11 @@ def _how_to_read() -> Html:
         "visibly_leaked_fraction: the share of the update's images reconstructed at SSIM \u2265 "
         f"{VISIBLY_LEAKED_SSIM}. Empty cells (\u201c{EMPTY_CELL}\u201d) are metrics that could not be "
         "computed, e.g. without ground truth; they are never filled in.",
+        "converged: whether the attack found images that reproduce the update (final cosine distance between the "
+        f"replayed and the observed update \u2264 {CONVERGED_UPDATE_DISTANCE:g}); it needs no ground truth. An "
+        "update marked \u201cnot converged\u201d was not explained by the attack: its low scores measure the "
+        "attack's failure, not the site's safety. A converged attack with a low SSIM found other images that "
+        "explain the update equally well (several images per step allow that); that is no proof of safety either.",
     ]
     return element("div", element("strong", "How to read the numbers")
                    + element("ul", join(element("li", item) for item in items)), class_="note")
@@ -216,7 +237,8 @@ def _prior_text(run: RunArtifacts) -> str:
 
 def _site_overview(run: RunArtifacts) -> Html:
     headers = ("site", "updates", "images", "mean SSIM", "best-image SSIM", "best-image RDLV",
-               f"updates with an image at SSIM \u2265 {VISIBLY_LEAKED_SSIM}", "blocked", "not fully measured")
+               f"updates with an image at SSIM \u2265 {VISIBLY_LEAKED_SSIM}", "blocked", "not fully measured",
+               "attack not converged")
     body, classes = [], []
     for site, rows in _rows_by_site(run.rows).items():
         ssims = [v for v in (to_float(r.get("ssim")) for r in rows) if v is not None]
@@ -233,10 +255,12 @@ def _site_overview(run: RunArtifacts) -> Html:
             else EMPTY_CELL,
             blocked,
             problems,
+            sum(_not_converged(r) for r in rows),
         ))
         classes.append("block-row" if blocked else "problem-row" if problems else None)
     return join([table(headers, body, classes, numeric_columns=range(1, len(headers))),
-                 paragraph("Blocked updates are shaded red, updates with errors or timeouts yellow.")])
+                 paragraph("Blocked updates are shaded red, updates with errors or timeouts yellow. An attack that "
+                           "did not converge says nothing about its site's safety.")])
 
 
 def _plots(run: RunArtifacts) -> Html:
@@ -285,10 +309,16 @@ def _update_card(row: Mapping[str, str], artifacts: SiteRoundArtifacts | None) -
         badge("BLOCKED", "bad") if blocked else badge("passed", "good") if row.get("decision") else Html(""),
         " ",
         Html("") if status == "ok" else badge(status or "no status", "warn"),
+        " ",
+        badge("not converged", "warn") if _not_converged(row) else Html(""),
     ]))
     reason = paragraph("Reason: ", row["reason"]) if row.get("reason") else Html("")
     details = artifacts.details if artifacts else None
     problem = artifacts.details_problem if artifacts else None
+    unconverged = paragraph(
+        f"Not converged: the attack's final update distance is {_cell(row, 'update_distance')} (converged at "
+        f"\u2264 {CONVERGED_UPDATE_DISTANCE:g}). The reconstruction does not explain the update, so a low score "
+        "here is not evidence that this site is safe.", css_class="warning") if _not_converged(row) else Html("")
     body = element("div", join([
         element("div", _grid_figure(row, artifacts)),
         element("div", key_value_table(_update_facts(row, details))),
@@ -297,7 +327,7 @@ def _update_card(row: Mapping[str, str], artifacts: SiteRoundArtifacts | None) -
     notes = paragraph(problem, css_class="warning") if problem else Html("")
     css = "card blocked" if blocked else "card problem" if status != "ok" else "card"
     card_id = anchor_id("update", row.get("site", ""), row.get("round", ""))
-    return element("div", join([heading, reason, notes, body, per_image]), class_=css, id=card_id)
+    return element("div", join([heading, reason, unconverged, notes, body, per_image]), class_=css, id=card_id)
 
 
 def _grid_figure(row: Mapping[str, str], artifacts: SiteRoundArtifacts | None) -> Html:
@@ -334,6 +364,7 @@ def _update_facts(row: Mapping[str, str], details: Mapping[str, object] | None) 
         (f"visibly leaked (SSIM \u2265 {VISIBLY_LEAKED_SSIM})", leaked),
         ("label accuracy", _cell(row, "label_accuracy")),
         ("update distance / BN residual", f"{_cell(row, 'update_distance')} / {_cell(row, 'bn_residual')}"),
+        ("attack converged", _converged_text(row)),
         ("leak score (no ground truth needed)", _cell(row, "leak_score")),
         ("iterations / seconds", f"{_cell(row, 'iterations')} / {_cell(row, 'seconds')}"),
     ]
@@ -387,12 +418,13 @@ def _metrics_table(run: RunArtifacts) -> Html:
     columns = [c for c in METRICS_COLUMNS if c in run.columns] + [c for c in run.columns if c not in METRICS_COLUMNS]
     missing = [c for c in METRICS_COLUMNS if c not in run.columns]
     body = [[_cell(row, column) for column in columns] for row in run.rows]
-    classes = ["block-row" if _is_blocked(row) else "problem-row" if _status(row) != "ok" else None
-               for row in run.rows]
+    classes = ["block-row" if _is_blocked(row) else "problem-row" if _status(row) != "ok" or _not_converged(row)
+               else None for row in run.rows]
     numeric = [i for i, column in enumerate(columns)
                if any(to_float(row.get(column)) is not None for row in run.rows)]
     parts = [paragraph(f"Every row of {run.gradinv_dir / METRICS_CSV}. Blocked updates are shaded red, "
-                       f"updates with errors or timeouts yellow; {EMPTY_CELL} = not computed.")]
+                       f"updates with errors, timeouts or attacks that did not converge yellow; {EMPTY_CELL} = not "
+                       "computed.")]
     if missing:
         parts.append(paragraph(f"{METRICS_CSV} lacks the columns: {', '.join(missing)}.", css_class="warning"))
     parts.append(table(columns, body, classes, numeric_columns=numeric, nowrap=True))
@@ -422,6 +454,17 @@ def _unique_site_rounds(run: RunArtifacts) -> list[SiteRoundArtifacts]:
 
 def _status(row: Mapping[str, str]) -> str:
     return row.get("status", "").strip().lower()
+
+
+def _not_converged(row: Mapping[str, str]) -> bool:
+    return to_bool(row.get("converged")) is False
+
+
+def _converged_text(row: Mapping[str, str]) -> str:
+    verdict = to_bool(row.get("converged"))
+    if verdict is None:
+        return EMPTY_CELL
+    return "yes" if verdict else f"no: not converged (update distance {_cell(row, 'update_distance')})"
 
 
 def _is_blocked(row: Mapping[str, str]) -> bool:

@@ -40,12 +40,13 @@ GAUSSIAN = "gaussian"
 
 SWEEP_COLUMNS = (
     "filter", "sigma0", "site", "round", "num_images", "rdlv", "ssim", "lpips", "test_accuracy",
-    "leak_score", "ssim_max", "rdlv_max", "psnr", "visibly_leaked_fraction", "prior_ssim", "status", "decision",
-    "test_accuracy_round", "origin", "run_dir",
+    "leak_score", "update_distance", "converged", "ssim_max", "rdlv_max", "psnr", "visibly_leaked_fraction",
+    "prior_ssim", "status", "decision", "test_accuracy_round", "origin", "run_dir",
 )  # fmt: skip
 """sweep.csv columns. ``test_accuracy`` is the run's final global model (the max-round row of its
 global_metrics.csv; ``test_accuracy_round`` says which round that was), repeated on each of the run's rows.
-``origin`` is ``grid`` or ``bisection``; ``run_dir`` is relative to the sweep folder."""
+``converged`` is metrics.csv's (``false``: the attack did not reproduce the update, so its low scores are no
+evidence of safety). ``origin`` is ``grid`` or ``bisection``; ``run_dir`` is relative to the sweep folder."""
 
 CRITERIA = {
     "rdlv": "RDLV < 0 in every attacked round (max over rounds of the site's mean RDLV < 0): the paper's "

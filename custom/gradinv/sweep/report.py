@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
-from gradinv.report.artifacts import load_run_artifacts, natural_key, to_float, to_int
+from gradinv.report.artifacts import load_run_artifacts, natural_key, to_bool, to_float, to_int
 from gradinv.report.html import (
     Html,
     HtmlPage,
@@ -247,6 +247,12 @@ def _calibration_row(result: Calibration, rows: Sequence[Mapping[str, object]]) 
         remarks.append("not measured at \u03c30 = " + ", ".join(format_sigma(s) for s in result.not_measured))
     if result.baseline_accuracy is None:
         remarks.append("\u03c30 = 0 was not run: no baseline accuracy")
+    unconverged = sum(r.get("filter") == GAUSSIAN and r.get("site") == result.site
+                      and result.sigma0 is not None and to_float(r.get("sigma0")) == result.sigma0
+                      and to_bool(r.get("converged")) is False for r in rows)
+    if unconverged:
+        remarks.append(f"the attack did not converge in {unconverged} update(s) at the calibrated \u03c30: "
+                       "a pass there is no evidence of safety")
     return (result.site, _text(images.get(result.site)), result.verdict(), _fmt(result.accuracy),
             _fmt(result.baseline_accuracy), _fmt(result.accuracy_cost, signed=True), "; ".join(remarks) or EMPTY)
 
@@ -309,7 +315,8 @@ def _runs_section(outcomes: Sequence, out_dir: Path) -> Html:
 def _rows_table(rows: Sequence[Mapping[str, object]]) -> Html:
     columns = [c for c in SWEEP_COLUMNS if c != "run_dir"]
     body = [[_cell(row.get(c)) for c in columns] for row in sort_rows(rows)]
-    numeric = [i for i, c in enumerate(columns) if c not in ("filter", "site", "status", "decision", "origin")]
+    text_columns = ("filter", "site", "status", "decision", "origin", "converged")
+    numeric = [i for i, c in enumerate(columns) if c not in text_columns]
     return paragraph("The same rows as sweep.csv (run_dir left out here; see Runs).") + table(
         columns, body, numeric_columns=numeric, nowrap=True)
 
