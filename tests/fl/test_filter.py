@@ -243,7 +243,7 @@ def test_attack_over_its_time_budget_stops_and_is_recorded(server):
 
 def test_audit_mode_returns_at_once_and_drains_at_end_of_run(server):
     engine, model, out_dir = server
-    flt = make_filter(mode="audit", report=True)
+    flt = make_filter(mode="audit", report=True, audit_workers=0)  # the drain itself; processes: test_audit_processes
     send_round(engine, flt, model)
     result = client_result(model, *sample_images(2))
     sent = {k: v.copy() for k, v in data_of(result).items()}

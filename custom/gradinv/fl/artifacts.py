@@ -84,6 +84,8 @@ def image_grid(rows: Sequence[np.ndarray], scale: int = 2, gap: int = 2) -> byte
 def _cell(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, bool):  # before float/int: CSV readers in other tools expect JSON-style booleans
+        return "true" if value else "false"
     if isinstance(value, float):
         return "" if not np.isfinite(value) else f"{value:.6g}"
     return str(value)
