@@ -68,6 +68,7 @@ def test_json_contract_files_and_a_leaked_single_image(flat_folder, tmp_path, ca
     for key in METRICS:
         assert result[key] == pytest.approx(np.mean([entry[key] for entry in result["per_image"]]))
     assert result["ssim"] > 0.9  # one image, one full-batch step: the update gives the image away
+    assert result["converged"] is True
     assert result["lpips"] is not None and result["rdlv"] is not None  # 32 px suffices for LPIPS; prior = sample mean
     assert result["labels"] == [0]  # flat folder: image i gets (i + seed) % 2
 
@@ -105,6 +106,7 @@ def test_human_summary_without_json_and_prior_option(flat_folder, tmp_path, caps
                  "--out", str(out), *SMALL]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("client: 1 image(s), bn_cnn at 32 px")
+    assert lines[1].endswith("(not converged: low scores are no evidence that nothing leaks)")  # 5 iterations
     assert lines[-1].startswith("wrote ")
     assert f"image: {prior}" in json.loads((out / "metrics.json").read_text())["prior"]
 

@@ -189,6 +189,7 @@ def run_attack(args: argparse.Namespace) -> int:
     import torch
 
     from gradinv.attack import attack_update, get_preset
+    from gradinv.attack.scoring import attack_converged
     from gradinv.data import list_images, load_images
     from gradinv.fl.artifacts import image_grid
     from gradinv.metrics import evaluate_reconstruction
@@ -242,6 +243,7 @@ def run_attack(args: argparse.Namespace) -> int:
         label_accuracy_order_free=scores["label_accuracy"],
         lpips_status=scores["lpips_status"],
         update_distance=result.update_distance,
+        converged=attack_converged(result.update_distance),
         bn_residual=result.bn_residual,
         stopped=result.stopped,
         labels=labels.tolist(),
@@ -358,7 +360,8 @@ def _print_summary(summary: dict[str, Any], labels_known: bool) -> None:
           f"{summary['batch_size']}, {summary['epochs']} epoch(s) = {summary['local_steps']} local step(s), "
           f"lr {summary['lr']:g}")
     print(f"attack: preset {summary['preset']}, {summary['iterations']} iterations in {summary['seconds']:.1f} s on "
-          f"{summary['device']} ({summary['stopped']}); update cosine distance {summary['update_distance']:.3g}")
+          f"{summary['device']} ({summary['stopped']}); update cosine distance {summary['update_distance']:.3g}"
+          + ("" if summary["converged"] else " (not converged: low scores are no evidence that nothing leaks)"))
     print(f"SSIM {_format(summary['ssim'])} (max {_format(summary['ssim_max'])}), "
           f"PSNR {_format(summary['psnr'], 1)} dB, "
           f"LPIPS {_format(summary['lpips'])}, RDLV {_format(summary['rdlv'])} (max {_format(summary['rdlv_max'])}), "

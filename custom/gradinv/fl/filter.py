@@ -447,7 +447,8 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _log_outcome(self, fl_ctx: FLContext, row: Mapping[str, Any]) -> None:
         shown = ", ".join(
             f"{key}={_fmt(row.get(key))}"
-            for key in ("status", "decision", "ssim", "rdlv_max", "lpips", "leak_score", "update_distance", "seconds")
+            for key in ("status", "decision", "ssim", "rdlv_max", "lpips", "leak_score", "update_distance", "converged",
+                        "seconds")
         )
         self.log_info(fl_ctx, f"gradinv: round {row['round']} {row['site']} ({row.get('num_images')} images): {shown}")
 
