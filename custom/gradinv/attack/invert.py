@@ -201,7 +201,7 @@ def invert(
     )
     stoppable_step = _stoppable(step, description)
     final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
-    colour = ColourCoordinates(input_shape[0], config.chroma_scale, config.chroma_detail, device)
+    colour = ColourCoordinates(input_shape[0], config.chroma_detail, device)
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
@@ -217,7 +217,7 @@ def invert(
             .to(device)
             .requires_grad_(True)
         )
-        # Adam steps in the colour coordinates (see AttackConfig.chroma_scale); the objective sees the pixels.
+        # Adam steps in the colour coordinates (see AttackConfig.chroma_detail); the objective sees the pixels.
         coordinates = colour.optimised(images)
         if label_counts is None:
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)

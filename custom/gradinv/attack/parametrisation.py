@@ -1,17 +1,19 @@
-"""The coordinates the attack optimises RGB images in: luminance and two chroma axes, chroma steps scaled down.
+"""How the attack parametrises the images it optimises: RGB as luminance at full detail and chroma at coarser detail.
 
-Adam takes steps of about the same size in every coordinate it optimises. In RGB coordinates a step is as likely
-to change a pixel's colour as its brightness, while natural (and medical) colour images vary mostly in brightness:
-the reconstructions of RGB clients end with colour noise that the update does not pin down. Feature-visualisation
-work optimises in decorrelated colour coordinates for the same reason. Here the optimiser's variable is
-``z = B^-1 x`` per pixel with ``B`` an orthonormal opponent-colour basis (luminance ``(1, 1, 1) / sqrt(3)``, chroma
-``(1, -1, 0) / sqrt(2)`` and ``(1, 1, -2) / sqrt(6)``) whose chroma columns are scaled by ``chroma_scale``, so that
-a step of the same size moves chroma ``chroma_scale`` x as far as luminance. The images stay in [0, 1] pixel space
-(clamped there) for the objective, the priors and every metric. One-channel images are optimised as they are.
+A client's update pins down fewer numbers than an RGB image has: for a flatten-head CNN the last layer's update
+holds the last feature map (the example job's 64 px ``HospitalNet``: 8192 values), which over-determines a 64 px
+grayscale image (4096 pixels) but not an RGB one (12288). What the update leaves loose ends as colour noise. Natural
+and medical colour images vary far less in colour than in brightness at fine scales (the reason JPEG stores chroma at
+half resolution), so the attack optimises RGB images as luminance at full detail and two chroma axes restricted to
+bilinear upsamplings from ``chroma_detail`` x coarser: at 2x, 4096 + 2 x 1024 free values, fewer than the update
+fixes. The colour axes are an orthonormal opponent-colour basis: luminance ``(1, 1, 1) / sqrt(3)``, chroma
+``(1, -1, 0) / sqrt(2)`` and ``(1, 1, -2) / sqrt(6)``. The images the objective, the priors and the metrics see stay
+in [0, 1] pixel space (clamped there). One-channel images are optimised as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -27,29 +29,32 @@ _OPPONENT_BASIS = (
 class ColourCoordinates:
     """Maps images (N, C, H, W) to the optimiser's coordinates and back, and pulls image gradients back to them.
 
-    For C = 1 or ``chroma_scale`` = 1 every map is the identity (the opponent basis is orthonormal, so at
-    ``chroma_scale`` = 1 plain RGB would differ only by a rotation; it is kept exactly as it was instead).
+    The coordinates are (N, 3, H, W) for RGB: luminance, then the two chroma axes, which :meth:`to_pixels` projects
+    (orthogonally) onto their bilinear upsamplings from ``chroma_detail`` x coarser, so that ``to_pixels(
+    from_pixels(x))`` is ``x`` with its colour's fine detail removed and brightness untouched. For C = 1 or
+    ``chroma_detail`` = 1 every map is the identity.
     """
 
-    def __init__(self, channels: int, chroma_scale: float, chroma_detail: int = 1, device: torch.device | str = "cpu"):
-        self.identity = channels != 3 or (chroma_scale == 1 and chroma_detail == 1)
+    def __init__(self, channels: int, chroma_detail: int, device: torch.device | str = "cpu"):
+        self.identity = channels != 3 or chroma_detail == 1
         self.chroma_detail = chroma_detail
-        if not self.identity:
-            basis = torch.tensor(_OPPONENT_BASIS, dtype=torch.float32)
-            basis[:, 1:] *= chroma_scale
-            self.basis = basis.to(device)  # pixel = basis @ coordinates, per pixel
-            self.inverse = torch.linalg.inv(basis).to(device)
+        basis = torch.tensor(_OPPONENT_BASIS, dtype=torch.float32, device=device)
+        self.basis, self.inverse = basis, basis.T  # orthonormal: the inverse is the transpose
 
     @staticmethod
     def _mix(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ij,njhw->nihw", matrix, images)
+        return torch.einsum("ij,njhw->nihw", matrix.to(images), images)
 
     def to_pixels(self, coordinates: torch.Tensor) -> torch.Tensor:
         if self.identity:
             return coordinates
-        if self.chroma_detail > 1:
-            coordinates = torch.cat([coordinates[:, :1], coarsen(coordinates[:, 1:], self.chroma_detail)], dim=1)
-        return self._mix(self.basis, coordinates)
+        height, width = coordinates.shape[-2:]
+        rows, columns = (
+            _coarse_projection(size, self.chroma_detail, coordinates.device, coordinates.dtype)
+            for size in (height, width)
+        )
+        chroma = torch.einsum("ij,ncjk,lk->ncil", rows, coordinates[:, 1:], columns)
+        return self._mix(self.basis, torch.cat([coordinates[:, :1], chroma], dim=1))
 
     def from_pixels(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.identity else self._mix(self.inverse, images)
@@ -82,6 +87,16 @@ class ColourCoordinates:
         """``coordinates`` in place from ``images`` (after the images were changed directly)."""
         if not self.identity:
             coordinates.copy_(self.from_pixels(images))
+
+
+@functools.lru_cache(maxsize=16)
+def _coarse_projection(size: int, factor: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(size, size) orthogonal projection of a line of ``size`` pixels onto the lines that are linear upsamplings
+    of ``size // factor`` pixels: separable, so rows x columns projects an image onto its bilinear upsamplings from
+    ``factor`` x coarser. Cached: the attack applies it every iteration."""
+    coarse = torch.eye(max(1, size // factor), dtype=torch.float64)[None]
+    upsampling = F.interpolate(coarse, size=size, mode="linear", align_corners=False)[0].T  # (size, size // factor)
+    return (upsampling @ torch.linalg.pinv(upsampling)).to(device=device, dtype=dtype)
 
 
 def coarsen(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -85,9 +85,10 @@ class AttackConfig:
         tv_l2: weight of the total-variation prior, measured on the model's input ``(x - mean) / std``. 3e-4 (3x
             the reference code's 1e-4) lifted RGB single images from SSIM 0.75 to 0.82 and left grayscale ones
             unchanged (docs/own-job.md).
-        chroma_scale: RGB images are optimised in luminance/chroma coordinates in which an optimiser step of one size
-            moves chroma ``chroma_scale`` x as far as luminance (:mod:`gradinv.attack.parametrisation`); 1 optimises the RGB
-            values directly. One-channel images are unaffected.
+        chroma_detail: RGB images are optimised as luminance at full detail and chroma this many times coarser
+            (:mod:`gradinv.attack.parametrisation`; 1 optimises the RGB values directly). One-channel images are
+            unaffected. 2 lifted single RGB images (64 px, ImageNet normalisation) from mean SSIM 0.84 to 0.91 on the
+            example job's four crops and 0.81 to 0.89 on six other photographs, at the same cost (docs/own-job.md).
         l2: weight of the image-norm prior.
         energy: Langevin noise on the image after each step, std = energy x current lr.
         init: ``prior`` (start every slot from the prior image plus small seeded noise) or ``random``.
@@ -160,8 +161,7 @@ class AttackConfig:
     bn_scale: str = "absolute"
     update_layers: str = "joint"
     tv_l2: float = 3e-4
-    chroma_scale: float = 1.0
-    chroma_detail: int = 1
+    chroma_detail: int = 2
     l2: float = 1e-5
     energy: float = 0.1
     init: str = "prior"
@@ -215,7 +215,7 @@ class AttackConfig:
             problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.restart_init not in INIT_MODES:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
-        for name in ("exchange_screen", "exchange_polish", "exchange_lr", "chroma_scale"):
+        for name in ("exchange_screen", "exchange_polish", "exchange_lr"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
         problems += _coarse_to_fine_problems(self.coarse_to_fine)
@@ -320,6 +320,7 @@ PRESETS: dict[str, AttackConfig] = {
         update_l2=1e-3,
         bn=0.1,
         tv_l2=1e-4,
+        chroma_detail=1,
         bn_end=None,
         bn_mode="single_step",
         init_noise=0.0,
