@@ -39,6 +39,7 @@ Targets (issue 4, PASS/FAIL per kind; the exit status is 0 whatever the figures 
 * ``pair-mixed`` mean SSIM >= 0.9;
 * ``four-b4-2cls`` mean SSIM >= 0.6 within 180 attack seconds; ``eight-b4-2cls`` mean SSIM >= 0.5 within 600 s
   (issue 27); the other multi-image kinds are measured without a target;
+* ``rgb``        mean SSIM >= 0.9 (issue 24: the example job's 1-image RGB site);
 * ``pair-same``  mean SSIM >= 0.9. Two same-label images in one batch are the hard case of update inversion: with a
   cross-entropy loss every image's back-propagated signal has the same direction, so the update carries little
   more than the *sum* of the two images' features and the optimiser can settle on blends of the two images.
@@ -55,6 +56,9 @@ Usage::
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
     python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
     python bench/attack_quality.py --kinds multi --cases 1 --seeds 0 --threads 1   # 4- and 8-image clients
+    python bench/attack_quality.py --kinds rgb --cases 4 --seeds 0 --threads 1      # RGB, normalised clients
+    python bench/attack_quality.py --kinds rgb --cases 6 --seeds 0 --threads 1 --images-from other \
+        --override chroma_detail=1                                                  # an attack setting changed
 """
 
 from __future__ import annotations
@@ -303,7 +307,8 @@ def rgb_images(images_from: str, size: int = 64) -> list[tuple[str, np.ndarray, 
         return [(f"fundus_{i}", unit(picture), 0) for i, picture in enumerate(fundus)] + [
             (f"histology_{i}", unit(picture), 1) for i, picture in enumerate(histology)]
     astronaut, coffee, chelsea = data.astronaut(), data.coffee(), data.chelsea()
-    return [("astronaut-face", unit(astronaut[20:220, 140:340]), 0), ("astronaut-flag", unit(astronaut[0:200, 0:200]), 0),
+    return [("astronaut-face", unit(astronaut[20:220, 140:340]), 0),
+            ("astronaut-flag", unit(astronaut[0:200, 0:200]), 0),
             ("coffee-cup", unit(coffee[50:350, 150:450]), 1), ("coffee-beans", unit(coffee[0:200, 400:600]), 1),
             ("chelsea-face", unit(chelsea[30:280, 100:350]), 0), ("chelsea-wall", unit(chelsea[0:150, 300:450]), 1)]
 

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gradinv.attack.parametrisation import ColourCoordinates, coarsen
 from gradinv.attack.compiled import make_attack_step
 from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
 from gradinv.attack.objective import InversionObjective, label_targets
+from gradinv.attack.parametrisation import ColourCoordinates, coarsen
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.schedule import learning_rate
 from gradinv.errors import AttackInputError, GradinvError
