@@ -45,28 +45,26 @@ class ColourCoordinates:
     def _mix(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ij,njhw->nihw", matrix.to(images), images)
 
-    def to_pixels(self, coordinates: torch.Tensor) -> torch.Tensor:
-        if self.identity:
-            return coordinates
+    def _coarse_chroma(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """``coordinates`` with the chroma axes projected onto their coarse versions (a symmetric projection)."""
         height, width = coordinates.shape[-2:]
         rows, columns = (
             _coarse_projection(size, self.chroma_detail, coordinates.device, coordinates.dtype)
             for size in (height, width)
         )
         chroma = torch.einsum("ij,ncjk,lk->ncil", rows, coordinates[:, 1:], columns)
-        return self._mix(self.basis, torch.cat([coordinates[:, :1], chroma], dim=1))
+        return torch.cat([coordinates[:, :1], chroma], dim=1)
+
+    def to_pixels(self, coordinates: torch.Tensor) -> torch.Tensor:
+        return coordinates if self.identity else self._mix(self.basis, self._coarse_chroma(coordinates))
 
     def from_pixels(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.identity else self._mix(self.inverse, images)
 
     def pull_back(self, image_gradient: torch.Tensor) -> torch.Tensor:
-        """The gradient w.r.t. the coordinates of a loss whose gradient w.r.t. the images is ``image_gradient``."""
-        if self.identity:
-            return image_gradient
-        with torch.enable_grad():
-            coordinates = torch.zeros_like(image_gradient, requires_grad=True)
-            (gradient,) = torch.autograd.grad(self.to_pixels(coordinates), coordinates, image_gradient)
-        return gradient
+        """The gradient w.r.t. the coordinates of a loss whose gradient w.r.t. the images is ``image_gradient``
+        (the transpose of :meth:`to_pixels`: the projection is symmetric and the basis orthonormal)."""
+        return image_gradient if self.identity else self._coarse_chroma(self._mix(self.inverse, image_gradient))
 
     def optimised(self, images: torch.Tensor) -> torch.Tensor:
         """The optimiser's variable for the leaf ``images``: ``images`` itself in the identity case."""
