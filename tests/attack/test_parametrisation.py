@@ -89,8 +89,9 @@ def test_an_rgb_normalised_client_is_attacked_in_pixel_space_with_coarse_colour(
                            progress=False, seed=0, input_shape=(3, 12, 12))
     reconstruction = result.images
     assert reconstruction.shape == (1, 3, 12, 12) and reconstruction.min() >= 0 and reconstruction.max() <= 1
-    # The colour holds (up to the clamp into [0, 1]) no detail finer than 2 px; the brightness does.
-    colour = ColourCoordinates(3, chroma_detail=2)
+    # The colour holds (up to the clamp into [0, 1]) no detail finer than the preset's; the brightness does.
+    assert config.chroma_detail > 1
+    colour = ColourCoordinates(3, config.chroma_detail)
     coarse = colour.to_pixels(colour.from_pixels(reconstruction))
     fine_chroma = float((_chroma(reconstruction) - _chroma(coarse)).norm() / _chroma(reconstruction).norm())
     brightness = reconstruction.mean(dim=1, keepdim=True)

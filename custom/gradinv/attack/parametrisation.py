@@ -3,12 +3,12 @@
 A client's update pins down fewer numbers than an RGB image has: for a flatten-head CNN the last layer's update
 holds the last feature map (the example job's 64 px ``HospitalNet``: 8192 values), which over-determines a 64 px
 grayscale image (4096 pixels) but not an RGB one (12288). What the update leaves loose ends as colour noise. Natural
-and medical colour images vary far less in colour than in brightness at fine scales (the reason JPEG stores chroma at
-half resolution), so the attack optimises RGB images as luminance at full detail and two chroma axes restricted to
-bilinear upsamplings from ``chroma_detail`` x coarser: at 2x, 4096 + 2 x 1024 free values, fewer than the update
-fixes. The colour axes are an orthonormal opponent-colour basis: luminance ``(1, 1, 1) / sqrt(3)``, chroma
-``(1, -1, 0) / sqrt(2)`` and ``(1, 1, -2) / sqrt(6)``. The images the objective, the priors and the metrics see stay
-in [0, 1] pixel space (clamped there). One-channel images are optimised as they are.
+and medical colour images vary far less in colour than in brightness at fine scales (the reason JPEG stores chroma
+at half resolution), so the attack optimises RGB images as luminance at full detail and two chroma axes restricted
+to bilinear upsamplings from ``chroma_detail`` x coarser: at 3x (the default), 4096 + 2 x 21 x 21 free values, fewer
+than the update fixes. The colour axes are an orthonormal opponent-colour basis: luminance ``(1, 1, 1) / sqrt(3)``,
+chroma ``(1, -1, 0) / sqrt(2)`` and ``(1, 1, -2) / sqrt(6)``. The images the objective, the priors and the metrics
+see stay in [0, 1] pixel space (clamped there). One-channel images are optimised as they are.
 """
 
 from __future__ import annotations
