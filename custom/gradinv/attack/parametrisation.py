@@ -52,7 +52,7 @@ class ColourCoordinates:
             _coarse_projection(size, self.chroma_detail, coordinates.device, coordinates.dtype)
             for size in (height, width)
         )
-        chroma = torch.einsum("ij,ncjk,lk->ncil", rows, coordinates[:, 1:], columns)
+        chroma = rows @ coordinates[:, 1:] @ columns.T
         return torch.cat([coordinates[:, :1], chroma], dim=1)
 
     def to_pixels(self, coordinates: torch.Tensor) -> torch.Tensor:
