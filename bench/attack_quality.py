@@ -22,6 +22,13 @@ sample split brain MR, chest radiograph, head CT, abdomen CT; on ``other`` fundu
 are taken from each class in turn, so labels are as mixed as the classes allow. With C classes the last layer's
 update separates at most C - 1 directions, so the 2-class kinds are the hard case.
 
+RGB, normalised clients (``--kinds rgb``; in process, as the FL filter attacks a user's own job): one image per
+client, ``HospitalNet`` of ``jobs/own_job_example/model.py`` (64 px RGB) fed ``(x - mean) / std`` with ImageNet's
+statistics, SGD (lr 0.01, momentum 0.9, weight decay 1e-4), the filter's default prior (the bundled sample set's
+mean), the ``fast`` preset with ``--override KEY=VALUE`` applied (JSON values, as ``attack_overrides``). On
+``sample`` the example job's four training crops (two fundus photographs, two immunohistochemistry slides, made as
+its ``prepare_data.py`` makes them); on ``other`` crops of scikit-image's astronaut, coffee and chelsea photographs.
+
 Images are picked deterministically (evenly spaced through each class's sorted list, ``--cases`` per kind) and
 each case runs for every ``--seeds`` value (the seed drives the model initialisation and the attack).
 
@@ -32,6 +39,7 @@ Targets (issue 4, PASS/FAIL per kind; the exit status is 0 whatever the figures 
 * ``pair-mixed`` mean SSIM >= 0.9;
 * ``four-b4-2cls`` mean SSIM >= 0.6 within 180 attack seconds; ``eight-b4-2cls`` mean SSIM >= 0.5 within 600 s
   (issue 27); the other multi-image kinds are measured without a target;
+* ``rgb``        mean SSIM >= 0.9 (issue 24: the example job's 1-image RGB site);
 * ``pair-same``  mean SSIM >= 0.9. Two same-label images in one batch are the hard case of update inversion: with a
   cross-entropy loss every image's back-propagated signal has the same direction, so the update carries little
   more than the *sum* of the two images' features and the optimiser can settle on blends of the two images.
@@ -48,6 +56,9 @@ Usage::
     python bench/attack_quality.py --threads 1          # steadier on a CPU shared with other busy processes
     python bench/attack_quality.py --images-from other --cases 10 --seeds 0   # images the sample set never uses
     python bench/attack_quality.py --kinds multi --cases 1 --seeds 0 --threads 1   # 4- and 8-image clients
+    python bench/attack_quality.py --kinds rgb --cases 4 --seeds 0 --threads 1      # RGB, normalised clients
+    python bench/attack_quality.py --kinds rgb --cases 6 --seeds 0 --threads 1 --images-from other \
+        --override chroma_detail=1                                                  # an attack setting changed
 """
 
 from __future__ import annotations
@@ -81,9 +92,12 @@ class MultiKind:
 MULTI_KINDS = {f"{name}-{classes}cls": MultiKind(images, batch, classes)
                for name, images, batch in (("four-b4", 4, 4), ("eight-b4", 8, 4), ("eight-b8", 8, 8))
                for classes in (2, 4)}
-KINDS = PAIR_KINDS + tuple(MULTI_KINDS)
-SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9, "four-b4-2cls": 0.6, "eight-b4-2cls": 0.5}
+KINDS = PAIR_KINDS + tuple(MULTI_KINDS) + ("rgb",)
+SSIM_TARGET = {"single": 0.95, "pair-mixed": 0.9, "pair-same": 0.9, "four-b4-2cls": 0.6, "eight-b4-2cls": 0.5,
+               "rgb": 0.9}
 SECONDS_TARGET = {"single": 15.0, "four-b4-2cls": 180.0, "eight-b4-2cls": 600.0}
+EXAMPLE_JOB = Path(__file__).resolve().parents[1] / "jobs" / "own_job_example"
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 def _counts(text: str) -> list[int]:
@@ -94,6 +108,16 @@ def _counts(text: str) -> list[int]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one seed")
     return values
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _spread(items: list[Path], count: int, offset: int = 0) -> list[Path]:
@@ -256,6 +280,83 @@ def build_multi_cases(kinds: list[str], cases: int, workdir: Path, pools: dict[i
     return built
 
 
+def _example_module(name: str):
+    """A module of ``jobs/own_job_example`` (the model class, the data preparation), imported from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"own_job_example_{name}", EXAMPLE_JOB / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def rgb_images(images_from: str, size: int = 64) -> list[tuple[str, np.ndarray, int]]:
+    """(name, (3, size, size) float32 RGB image in [0, 1], label) per single-image RGB client.
+
+    ``sample``: the example job's training crops, made as its ``prepare_data.py`` makes them (box-resized PNG
+    pixels); ``other``: two crops each of scikit-image's astronaut, coffee and chelsea photographs."""
+    from skimage import data
+
+    def unit(picture: np.ndarray) -> np.ndarray:
+        resized = Image.fromarray(np.ascontiguousarray(picture[..., :3])).resize((size, size), Image.BOX)
+        return (np.asarray(resized, dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
+
+    if images_from == "sample":
+        crops = _example_module("prepare_data").crops
+        fundus, histology = crops(data.retina(), 2, seed=0), crops(data.immunohistochemistry(), 2, seed=1)
+        return [(f"fundus_{i}", unit(picture), 0) for i, picture in enumerate(fundus)] + [
+            (f"histology_{i}", unit(picture), 1) for i, picture in enumerate(histology)]
+    astronaut, coffee, chelsea = data.astronaut(), data.coffee(), data.chelsea()
+    return [("astronaut-face", unit(astronaut[20:220, 140:340]), 0),
+            ("astronaut-flag", unit(astronaut[0:200, 0:200]), 0),
+            ("coffee-cup", unit(coffee[50:350, 150:450]), 1), ("coffee-beans", unit(coffee[0:200, 400:600]), 1),
+            ("chelsea-face", unit(chelsea[30:280, 100:350]), 0), ("chelsea-wall", unit(chelsea[0:150, 300:450]), 1)]
+
+
+def run_rgb(images_from: str, seeds: list[int], overrides: dict, threads: int | None, cases: int) -> list[dict]:
+    """Attack every :func:`rgb_images` client (up to ``cases``) for every seed, in process; one run dict each."""
+    import time
+
+    import torch
+
+    from gradinv.attack import attack_update, get_preset
+    from gradinv.data import load_image, prior_path
+    from gradinv.metrics import evaluate_reconstruction
+    from gradinv.models.normalization import with_input_normalization
+    from gradinv.recipe import TrainingRecipe
+    from gradinv.simulation import simulate_client
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    hospital_net = _example_module("model").HospitalNet
+    config = get_preset("fast", overrides)
+    recipe = TrainingRecipe(lr=0.01, momentum=0.9, weight_decay=1e-4, batch_size=4, seed=None)
+    prior = torch.from_numpy(load_image(prior_path(), (64, 64), channels=3))
+    runs = []
+    clients = rgb_images(images_from)[:cases]
+    for name, image, label in clients:
+        for seed in seeds:
+            print(f"[{len(runs) + 1}/{len(clients) * len(seeds)}] rgb {name} seed {seed} ...", file=sys.stderr,
+                  flush=True)
+            torch.manual_seed(seed)
+            model = with_input_normalization(hospital_net(), IMAGENET_NORMALIZATION)
+            pixels, labels = torch.from_numpy(image)[None], torch.tensor([label])
+            update = simulate_client(model, pixels, labels, recipe)
+            started = time.monotonic()
+            result = attack_update(model, update.global_state, update.diff, recipe, 1, config, prior=prior,
+                                   num_classes=2, device="cpu", seed=seed, progress=False,
+                                   input_shape=tuple(image.shape))
+            seconds = time.monotonic() - started
+            scores = evaluate_reconstruction(pixels.numpy(), result.images.numpy(), prior=prior.numpy(),
+                                             true_labels=[label], recovered_labels=result.recovered_labels)
+            runs.append({"kind": "rgb", "case": f"rgb: {name}", "seed": seed, "ssim": scores["ssim"],
+                         "psnr": scores["psnr"], "lpips": scores["lpips"], "seconds": seconds,
+                         "iterations": result.iterations, "per_image_ssim": [scores["ssim"]], "labels": [label],
+                         "label_accuracy": scores["label_accuracy_matched"],
+                         "update_distance": result.update_distance, "bn_residual": result.bn_residual})
+    return runs
+
+
 def run_one(folder: Path, num_images: int, batch_size: int, seed: int, threads: int | None, iterations: int | None,
             out: Path) -> dict:
     command = [sys.executable, "-m", "gradinv.cli", "attack", "--images", str(folder), "--num-images", str(num_images),
@@ -304,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-from", choices=("sample", "other"), default="sample",
                         help="sample: the bundled test split (default); other: images from installed packages the "
                              "sample set does not use")
+    parser.add_argument("--override", action="append", default=[], type=_override, metavar="KEY=VALUE",
+                        help="attack setting for the rgb kind (JSON value), e.g. tv_l2=1e-3; repeatable")
     parser.add_argument("--check", action="store_true", help="exit 1 when a kind misses its target")
     args = parser.parse_args(argv)
     aliases = {"all": list(KINDS), "multi": list(MULTI_KINDS)}
@@ -333,6 +436,10 @@ def main(argv: list[str] | None = None) -> int:
         multi = [kind for kind in kinds if kind in MULTI_KINDS]
         built += build_multi_cases(multi, args.cases, workdir / "cases", pools)
         cases = [case for case in built if case[0] in kinds]
+        if "rgb" in kinds:
+            iterations = {} if args.iterations is None else {"iterations": args.iterations}
+            runs += run_rgb(args.images_from, args.seeds, {**iterations, **dict(args.override)}, args.threads,
+                            args.cases)
         total = len(cases) * len(args.seeds)
         for kind, name, folder, num_images, batch_size in cases:
             for seed in args.seeds:
@@ -363,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind:<13} SSIM mean {entry['ssim_mean']:.3f} (min {entry['ssim_min']:.3f}, {target})"
               f"{seconds}{verdict}")
     print(json.dumps({**summary, "runs_detail": runs, "threads": args.threads, "iterations": args.iterations,
-                      "images_from": args.images_from}))
+                      "images_from": args.images_from, "overrides": dict(args.override),
+                      "load_average_1min": os.getloadavg()[0]}))
     return 1 if args.check and any(entry["pass"] is False for entry in summary.values()) else 0
 
 

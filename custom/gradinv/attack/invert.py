@@ -21,6 +21,7 @@ from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
 from gradinv.attack.objective import InversionObjective, label_targets
+from gradinv.attack.parametrisation import ColourCoordinates, coarsen
 from gradinv.attack.presets import AttackConfig
 from gradinv.attack.schedule import learning_rate
 from gradinv.errors import AttackInputError, GradinvError
@@ -208,6 +209,7 @@ def invert(
     )
     stoppable_step = _stoppable(step, description)
     final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
+    colour = ColourCoordinates(input_shape[0], config.chroma_detail, device)
     run_bests: list[dict[str, Any]] = []
     history: list[dict[str, float]] = []
     stopped, iterations_run = "completed", 0
@@ -224,12 +226,14 @@ def invert(
             .to(device)
             .requires_grad_(True)
         )
+        # Adam steps in the colour coordinates (see AttackConfig.chroma_detail); the objective sees the pixels.
+        coordinates = colour.optimised(images)
         if label_counts is None:
             label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
         else:
             label_logits = 4.0 * F.one_hot(start_labels, num_classes).float()
         label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
-        variables = [images] + ([label_logits] if label_logits.requires_grad else [])
+        variables = [coordinates] + ([label_logits] if label_logits.requires_grad else [])
         optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
         run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
         run_bests.append(run_best)
@@ -250,6 +254,7 @@ def invert(
             if factor > 1:
                 with torch.no_grad():
                     images.copy_(coarsen(images, factor))
+                    colour.update_coordinates(images, coordinates)
             loss, terms, gradients = stoppable_step(images, label_logits, bn_weight)
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
@@ -263,16 +268,16 @@ def invert(
                 run_best.update(
                     loss=loss_value, images=images.detach().clone(), label_logits=label_logits.detach().clone()
                 )
-            for variable, gradient in zip(variables, gradients):
+            coordinates.grad = colour.pull_back(gradients[0])
+            for variable, gradient in zip(variables[1:], gradients[1:]):
                 variable.grad = gradient
             optimizer.step()
             with torch.no_grad():
                 if config.energy:
-                    images.add_(
+                    coordinates.add_(
                         torch.randn(images.shape, generator=generator).to(device), alpha=config.energy * current_lr
                     )
-                if config.clamp:
-                    images.clamp_(0, 1)
+                colour.update_pixels(coordinates, images, clamp=config.clamp)
             iterations_run += 1
             if restart == 0:
                 projection.observe(iteration, config.time_budget_s, description)
@@ -399,13 +404,6 @@ def _stoppable(step: Callable[..., Any], description: str) -> Callable[..., Any]
         return step(*args)
 
     return checked
-
-
-def coarsen(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """(N, C, H, W) ``images`` with detail finer than ``factor`` pixels removed (area down, bilinear up)."""
-    height, width = images.shape[-2:]
-    small = F.interpolate(images, size=(max(1, height // factor), max(1, width // factor)), mode="area")
-    return F.interpolate(small, size=(height, width), mode="bilinear", align_corners=False)
 
 
 def _same_label_pairs(labels: list[int]) -> list[tuple[int, int]]:
