@@ -27,9 +27,9 @@ def test_the_users_own_job_is_audited_end_to_end(tmp_path):
         rows = {row["site"]: row for row in csv.DictReader(handle)}
     assert sorted(rows) == ["site-1", "site-2"]
     assert all(row["status"] == "ok" and row["replay"] == "exact" for row in rows.values()), rows
-    # The 1-image RGB site leaks visibly (the product's line, SSIM >= 0.5). The fast preset reaches ~0.85-0.9 on
-    # such images with 2000 iterations; its 1000-iteration default gives less (docs/own-job.md, "How well").
-    assert float(rows["site-1"]["ssim"]) >= 0.5, rows["site-1"]
+    # The 1-image RGB site is reconstructed (the bar, SSIM >= 0.9) by the default filter: 0.933-0.935
+    # measured with colour held to coarser detail than brightness (docs/own-job.md, "How well").
+    assert float(rows["site-1"]["ssim"]) >= 0.9, rows["site-1"]
 
     folder = gradinv_dir / "round_000" / "site-1"
     details = json.loads((folder / "metrics.json").read_text())
