@@ -3,6 +3,7 @@
 import csv
 import stat
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,9 +65,12 @@ def test_leaking_update_is_blocked_and_the_round_completes_with_the_others(tmp_p
     assert any(not torch.equal(torch.as_tensor(final[k]).float(), v.float()) for k, v in initial.state_dict().items())
 
     gradinv_dir = run_dir / "gradinv"
-    for site in ("site-1", "site-2"):
+    for site, count in (("site-1", 1), ("site-2", 4)):
         png = gradinv_dir / "round_000" / site / "reconstruction.png"
         assert stat.S_IMODE(png.stat().st_mode) == 0o600
+        # The job's prior is per class: each reconstruction is stored with the prior of its recovered label.
+        with np.load(gradinv_dir / "round_000" / site / "reconstruction.npz") as arrays:
+            assert arrays["prior"].shape == (count, 1, RESOLUTION, RESOLUTION)
     report = (gradinv_dir / "report.html").read_text()
     assert "site-1" in report and "site-2" in report
     assert (gradinv_dir / "global_metrics.csv").exists()

@@ -5,7 +5,8 @@ and image saving can be switched off. Site names come from the network; they are
 become path parts.
 
 Images are greyscale or RGB in [0, 1] pixel space, channels first. ``reconstruction.npz`` stores them as
-float32 ``reconstructions`` and ``originals`` of shape (N, C, H, W) and ``prior`` (C, H, W), C = 1 or 3;
+float32 ``reconstructions`` and ``originals`` of shape (N, C, H, W) and ``prior`` (C, H, W), or (N, C, H, W)
+with each reconstruction's prior when the prior is per class, C = 1 or 3;
 ``reconstruction.png`` is greyscale, or RGB when the images are colour.
 """
 
@@ -140,8 +141,9 @@ class ArtifactWriter:
         """``metrics.json`` always; the grid PNG and raw arrays only when image saving is on.
 
         ``reconstructions`` and ``originals`` are (N, H, W) or (N, C, H, W) with C = 1 or 3 in [0, 1] pixel
-        space (reconstructions are clipped to it), ``prior`` is (H, W) or (C, H, W); they are stored as
-        (N, C, H, W) and (C, H, W) (see the module docstring).
+        space (reconstructions are clipped to it), ``prior`` is (H, W) or (C, H, W), or (N, C, H, W) with the
+        prior of each reconstruction (a per-class prior); they are stored as (N, C, H, W) and (C, H, W) or
+        (N, C, H, W) (see the module docstring).
         """
         folder = self.site_round_dir(round_num, site)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -151,7 +153,9 @@ class ArtifactWriter:
             arrays = {"reconstructions": pixel_stack(reconstructions, "reconstructions")}
             if originals is not None:
                 arrays["originals"] = pixel_stack(originals, "originals")
-            if prior is not None:  # (H, W) or (C, H, W): a stack of one
+            if prior is not None and np.ndim(prior) == 4:  # one per reconstruction (a per-class prior)
+                arrays["prior"] = pixel_stack(prior, "prior")
+            elif prior is not None:  # (H, W) or (C, H, W): a stack of one
                 arrays["prior"] = pixel_stack(np.asarray(prior)[None], "prior")[0]
             rows = [arrays[key] for key in ("originals", "reconstructions") if key in arrays]
             write_private_bytes(folder / RECONSTRUCTION_PNG, image_grid(rows))

@@ -130,6 +130,8 @@ class LeakageAuditor:
         )
         self._last_view = view
         reconstructions = result.images.numpy()
+        # A per-class prior differs per slot: what RDLV compares each slot with, and what the artifacts keep.
+        slot_priors = None if result.priors is None else result.priors.numpy()
         row: dict[str, Any] = {
             "round": update.round_num,
             "site": update.site,
@@ -161,8 +163,7 @@ class LeakageAuditor:
         ground_truth = self._ground_truth(update.site, num_images, view.shape)
         if ground_truth is not None:
             originals, true_labels = ground_truth
-            priors = None if result.priors is None else result.priors.numpy()
-            scores = _evaluate(originals, reconstructions, priors, true_labels, result.recovered_labels)
+            scores = _evaluate(originals, reconstructions, slot_priors, true_labels, result.recovered_labels)
             row.update(
                 {
                     key: scores.get(key)
@@ -184,11 +185,14 @@ class LeakageAuditor:
                 per_image=scores.get("per_image"),
                 ground_truth=scores,
             )
-            reconstructions = reconstructions[scores["assignment"]] if scores.get("assignment") else reconstructions
+            if scores.get("assignment"):
+                reconstructions = reconstructions[scores["assignment"]]
+                slot_priors = None if slot_priors is None else slot_priors[scores["assignment"]]
         decision, reason = self.decide(row)
         row.update(decision=decision, reason=reason, seconds=round(time.monotonic() - started, 3))
         self.writer.write_site_round(
-            update.round_num, update.site, {**row, **details}, reconstructions, originals, prior
+            update.round_num, update.site, {**row, **details}, reconstructions, originals,
+            slot_priors if prior is not None and prior.ndim == 4 else prior,
         )
         self.writer.append_metrics_row(row)
         return AuditOutcome(row, decision, reason)
