@@ -8,7 +8,7 @@ from gradinv.cli import main
 from gradinv.fl import job
 from gradinv.fl.settings import AuditSettings
 
-DEMO_ATTACK_OVERRIDES = {"iterations_per_image_cap": 1, "restarts": 1, "polish": 1.0}
+DEMO_ATTACK_OVERRIDES = {"iterations_per_image_cap": 1, "restarts": 1, "polish": 0.5}
 
 
 @pytest.fixture
