@@ -28,7 +28,8 @@ def test_export_in_audit_mode_with_attack_processes(poc_helper, datalists, tmp_p
                             "--iterations", "40", "--audit-workers", "2"]) == 0
     job_dir = out / "gradinv_poc"
     assert _server_filter_arguments(job_dir) == [{"attack_overrides": {"iterations": 40}, "mode": "audit",
-                                                  "audit_datalists": str(datalists), "audit_workers": 2}]
+                                                  "audit_datalists": str(datalists), "audit_workers": 2,
+                                                  "prior": "sample-classes"}]
     settings = (job_dir / "gradinv_job.json").read_text()
     assert re.search(r'"num_rounds": *3\b', settings)  # poc.sh reads the rounds to check with this pattern
     assert "sites: site-1, site-2; rounds: 3; attack iterations: 40" in capsys.readouterr().out
@@ -37,7 +38,8 @@ def test_export_in_audit_mode_with_attack_processes(poc_helper, datalists, tmp_p
 def test_export_without_audit_workers_keeps_the_gate(poc_helper, datalists, tmp_path):
     out = tmp_path / "jobs"
     assert poc_helper.main(["export", "--datalists", str(datalists), "--out", str(out)]) == 0
-    assert _server_filter_arguments(out / "gradinv_poc") == [{"audit_datalists": str(datalists)}]
+    assert _server_filter_arguments(out / "gradinv_poc") == [{"audit_datalists": str(datalists),
+                                                             "prior": "sample-classes"}]
 
 
 def test_a_bad_audit_workers_count_is_one_error_line(poc_helper, datalists, tmp_path, capsys):
