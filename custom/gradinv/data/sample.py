@@ -277,16 +277,23 @@ def _pad_square(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def _windowed_brain(raw: np.ndarray, brain: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A brain volume windowed to [0, 1] at its percentiles, and the bounding box of its ``brain`` voxels plus
+    :data:`ICBM152_MARGIN` (start and stop voxel indices, clipped to the volume)."""
+    low, high = np.percentile(raw, DICOM_WINDOW_PERCENTILES)
+    volume = np.clip((raw.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+    inside = np.argwhere(brain)
+    start = np.maximum(inside.min(axis=0) - ICBM152_MARGIN, 0)
+    stop = np.minimum(inside.max(axis=0) + 1 + ICBM152_MARGIN, raw.shape)
+    return volume, start, stop
+
+
 def _render_icbm152() -> list[_Rendered]:
     import nibabel
 
     path = _icbm152_path()
     raw = np.asarray(nibabel.load(path).dataobj)
-    low, high = np.percentile(raw, DICOM_WINDOW_PERCENTILES)
-    volume = np.clip((raw.astype(np.float32) - low) / (high - low), 0.0, 1.0)
-    inside = np.argwhere(raw > 0)
-    start = np.maximum(inside.min(axis=0) - ICBM152_MARGIN, 0)
-    stop = np.minimum(inside.max(axis=0) + 1 + ICBM152_MARGIN, raw.shape)
+    volume, start, stop = _windowed_brain(raw, raw > 0)
     origin = {
         "package": "nilearn",
         "version": importlib.metadata.version("nilearn"),
@@ -343,11 +350,7 @@ def _render_epi_brain() -> list[_Rendered]:
         raise DataError(f"{path}: nibabel's EPI test volume is missing; reinstall nibabel in the gradinv "
                         "environment (`pip install --force-reinstall nibabel`).")
     raw = np.asarray(nibabel.load(path).dataobj)[..., 0].astype(np.float32)
-    low, high = np.percentile(raw, DICOM_WINDOW_PERCENTILES)
-    volume = np.clip((raw - low) / (high - low), 0.0, 1.0)
-    inside = np.argwhere(raw > EPI_BRAIN_THRESHOLD * np.percentile(raw, 99))
-    start = np.maximum(inside.min(axis=0) - ICBM152_MARGIN, 0)
-    stop = np.minimum(inside.max(axis=0) + 1 + ICBM152_MARGIN, raw.shape)
+    volume, start, stop = _windowed_brain(raw, raw > EPI_BRAIN_THRESHOLD * np.percentile(raw, 99))
     origin = {
         "package": "nibabel",
         "version": importlib.metadata.version("nibabel"),
