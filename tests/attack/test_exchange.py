@@ -1,10 +1,11 @@
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from gradinv.attack import attack_update, get_preset
+from gradinv.attack import ExchangeSearch, attack_update, get_preset
 from gradinv.attack.exchange import (
     DISTINCT_STATES,
     MIN_RELATIVE_GAIN,
@@ -158,11 +159,11 @@ def test_attack_runs_the_search_only_for_slots_that_share_a_label(natural_images
     images = natural_images(2, 32)
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     model, global_state, diff = client_update("bn_cnn", images, torch.tensor(labels), recipe)
-    without = get_preset("fast", {"iterations": 20, "restarts": 1, "exchange_rounds": 0})
-    with_search = without.replace(exchange_rounds=1)
+    without = get_preset("fast", {"iterations": 20, "restarts": 1, "exchange": {"rounds": 0}})
+    with_search = without.replace(exchange={"rounds": 1})
     plain = attack_update(model, global_state, diff, recipe, 2, without, progress=False, seed=1)
     result = attack_update(model, global_state, diff, recipe, 2, with_search, progress=False, seed=1)
-    screen, polish = with_search.exchange_iterations()
+    screen, polish = with_search.exchange.iterations(with_search.iterations)
     assert (screen, polish) == (2, 8)  # fractions of the 20 iterations
     if searched:
         assert result.iterations > plain.iterations + polish  # the start's polish, then at least one screening
@@ -179,8 +180,8 @@ def test_a_same_label_search_from_two_runs_keeps_the_lower_loss_and_mixed_labels
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     for labels, searched in (([1, 1], True), ([0, 1], False)):
         model, global_state, diff = client_update("bn_cnn", images, torch.tensor(labels), recipe)
-        one = get_preset("fast", {"iterations": 20, "restarts": 2, "exchange_rounds": 1, "exchange_starts": 1})
-        two = one.replace(exchange_starts=2)
+        one = get_preset("fast", {"iterations": 20, "restarts": 2, "exchange": {"rounds": 1, "starts": 1}})
+        two = one.replace(exchange={"starts": 2})
         from_one = attack_update(model, global_state, diff, recipe, 2, one, progress=False, seed=3)
         from_two = attack_update(model, global_state, diff, recipe, 2, two, progress=False, seed=3)
         if searched:
@@ -204,18 +205,40 @@ def test_multi_image_clients_get_a_noise_free_polish_that_never_raises_the_loss(
 
 
 def test_exchange_settings_are_validated():
-    with pytest.raises(AttackInputError, match="exchange_rounds"):
-        get_preset("fast", {"exchange_rounds": -1})
-    with pytest.raises(AttackInputError, match="exchange_starts"):
-        get_preset("fast", {"exchange_starts": 0})
-    for name in ("exchange_beam", "exchange_patience"):
-        with pytest.raises(AttackInputError, match=name):
-            get_preset("fast", {name: 0})
-    with pytest.raises(AttackInputError, match="exchange_lr"):
-        get_preset("fast", {"exchange_lr": 0})
+    with pytest.raises(AttackInputError, match=r"exchange\.rounds"):
+        get_preset("fast", {"exchange": {"rounds": -1}})
+    with pytest.raises(AttackInputError, match=r"exchange\.starts"):
+        get_preset("fast", {"exchange": {"starts": 0}})
+    for name in ("beam", "patience"):
+        with pytest.raises(AttackInputError, match=rf"exchange\.{name}"):
+            get_preset("fast", {"exchange": {name: 0}})
+    with pytest.raises(AttackInputError, match=r"exchange\.lr"):
+        get_preset("fast", {"exchange": {"lr": 0}})
     with pytest.raises(AttackInputError, match="polish"):
         get_preset("fast", {"polish": -1.0})
     # The search is opt-in for its cost: `thorough` is `fast` with it, and nothing else differs.
-    assert get_preset("paper").exchange_rounds == 0 and get_preset("fast").exchange_rounds == 0
-    assert get_preset("thorough") == get_preset("fast", {"exchange_rounds": get_preset("thorough").exchange_rounds})
-    assert get_preset("thorough").exchange_rounds > 0
+    assert get_preset("paper").exchange.rounds == 0 and get_preset("fast").exchange.rounds == 0
+    rounds = get_preset("thorough").exchange.rounds
+    assert rounds > 0 and get_preset("thorough") == get_preset("fast", {"exchange": {"rounds": rounds}})
+
+
+def test_exchange_overrides_merge_into_the_current_settings():
+    thorough = get_preset("thorough", {"exchange": {"beam": 1, "patience": 1}})
+    assert thorough.exchange == ExchangeSearch(rounds=6, beam=1, patience=1)  # the preset's rounds are kept
+    assert thorough.replace(exchange={"lr": 0.02}).exchange == ExchangeSearch(rounds=6, beam=1, patience=1, lr=0.02)
+    assert get_preset("fast").replace(exchange=ExchangeSearch(starts=3)).exchange == ExchangeSearch(starts=3)
+    # The stored (JSON) form reads back as the same settings.
+    stored = json.loads(json.dumps(thorough.to_dict()))
+    assert stored["exchange"]["rounds"] == 6 and get_preset("fast", stored) == thorough
+    with pytest.raises(AttackInputError, match=r"unknown exchange-search settings \['round'\]"):
+        get_preset("fast", {"exchange": {"round": 6}})
+    with pytest.raises(AttackInputError, match="exchange must be a mapping"):
+        get_preset("fast", {"exchange": 6})
+
+
+def test_a_flat_exchange_setting_says_what_to_write_instead():
+    with pytest.raises(AttackInputError) as error:
+        get_preset("fast", {"exchange_rounds": 6})
+    assert str(error.value) == "'exchange_rounds' is now a key of 'exchange': pass {'exchange': {'rounds': 6}}"
+    with pytest.raises(AttackInputError, match=r"are now keys of 'exchange': pass \{'exchange': \{'beam': 1, 'lr'"):
+        get_preset("fast").replace(exchange_beam=1, exchange_lr=0.02)

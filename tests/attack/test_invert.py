@@ -114,8 +114,8 @@ def test_multi_image_clients_get_restarts_and_keep_the_lowest_loss_run(natural_i
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
     # The polish and the exchange search would add iterations after the runs; this test is about the runs.
-    once = get_preset("fast", {"iterations": 15, "restarts": 1, "polish": 0.0, "exchange_rounds": 0})
-    thrice = get_preset("fast", {"iterations": 15, "restarts": 3, "polish": 0.0, "exchange_rounds": 0})
+    once = get_preset("fast", {"iterations": 15, "restarts": 1, "polish": 0.0, "exchange": {"rounds": 0}})
+    thrice = get_preset("fast", {"iterations": 15, "restarts": 3, "polish": 0.0, "exchange": {"rounds": 0}})
 
     single_run = attack_update(model, global_state, diff, recipe, 2, once, progress=False, seed=3)
     result = attack_update(model, global_state, diff, recipe, 2, thrice, progress=False, seed=3)
@@ -129,10 +129,10 @@ def test_multi_image_clients_get_restarts_and_keep_the_lowest_loss_run(natural_i
     assert result.loss <= min(best_of_each_run) + 1e-6
 
 
-def test_clients_the_exchange_search_runs_on_draw_exchange_restarts_runs(natural_images, client_update):
+def test_clients_the_exchange_search_runs_on_draw_its_own_restarts_runs(natural_images, client_update):
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
-    settings = {"iterations": 5, "restarts": 2, "exchange_restarts": 4, "polish": 0.0, "exchange_rounds": 1,
-                "exchange_screen": 0.2, "exchange_polish": 0.2}
+    settings = {"iterations": 5, "restarts": 2, "polish": 0.0,
+                "exchange": {"restarts": 4, "rounds": 1, "screen": 0.2, "polish": 0.2}}
     runs = {}
     for name, labels in (("same", [0, 0]), ("mixed", [0, 1])):
         model, global_state, diff = client_update("bn_cnn", natural_images(2, 32), torch.tensor(labels), recipe)
@@ -155,7 +155,7 @@ def test_coarse_phase_holds_multi_image_runs_to_coarse_detail(natural_images, cl
     images, labels = natural_images(2, 32), torch.tensor([0, 0])
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
-    coarse_throughout = get_preset("fast", {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange_rounds": 0,
+    coarse_throughout = get_preset("fast", {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange": {"rounds": 0},
                                             "coarse_to_fine": [[1.0, 4]]})
     result = attack_update(model, global_state, diff, recipe, 2, coarse_throughout, progress=False)
     # Every iterate the run evaluated, the returned best one included, carries no detail finer than 4 px.
@@ -170,7 +170,7 @@ def test_coarse_phase_is_skipped_when_no_two_slots_share_a_label(natural_images,
     images, labels = natural_images(2, 32), torch.tensor([0, 1])
     recipe = TrainingRecipe(lr=0.01, batch_size=2)
     model, global_state, diff = client_update("bn_cnn", images, labels, recipe)
-    settings = {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange_rounds": 0}
+    settings = {"iterations": 10, "restarts": 1, "polish": 0.0, "exchange": {"rounds": 0}}
     coarse = attack_update(model, global_state, diff, recipe, 2,
                            get_preset("fast", {**settings, "coarse_to_fine": [[1.0, 4]]}), progress=False)
     plain = attack_update(model, global_state, diff, recipe, 2, get_preset("fast", {**settings, "coarse_to_fine": []}),

@@ -2,12 +2,13 @@
 
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.attack.invert import InversionResult, attack_update, invert, resolve_device
-from gradinv.attack.presets import PRESETS, AttackConfig, get_preset
+from gradinv.attack.presets import PRESETS, AttackConfig, ExchangeSearch, get_preset
 from gradinv.attack.replay import FunctionalReplay, replay_running_stats
 
 __all__ = [
     "AttackConfig",
     "AttackInputs",
+    "ExchangeSearch",
     "FunctionalReplay",
     "InversionResult",
     "PRESETS",

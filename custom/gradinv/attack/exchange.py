@@ -19,7 +19,7 @@ one slot is clearly brighter than the other, for a compact structure left in the
 
 Measured (``docs/same-label-pairs.md``; ``bn_cnn``, 64 px, held-out images, 3 same-label pairs x 2 seeds per
 benchmark): mean SSIM 0.74 -> 0.84 on the sample test split and 0.75 -> 0.77 on images from other sources, from seams
-and brighter first alone to all candidates, a polish for the best of each kind and two starts (``exchange_starts``);
+and brighter first alone to all candidates, a polish for the best of each kind and two starts (``exchange.starts``);
 with the beam, 0.919 -> 0.946 and 0.826 -> 0.894 against the greedy search (both after coarse-to-fine runs).
 """
 

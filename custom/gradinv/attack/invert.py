@@ -93,7 +93,7 @@ class InversionResult:
     """The run (0-based) whose iterate had the lowest attacker loss and is returned."""
     history: list[dict[str, float]]
     exchanges: list[str] = dataclasses.field(default_factory=list)
-    """Region exchanges kept by the exchange search (see ``AttackConfig.exchange_rounds``), in order."""
+    """Region exchanges kept by the exchange search (see :class:`gradinv.attack.presets.ExchangeSearch`), in order."""
     projected_seconds: float | None = None
     """The whole attack's wall time as projected from its first iterations' speed (the exchange search not
     counted); None for an attack shorter than the measuring window."""
@@ -196,7 +196,7 @@ def invert(
         label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
     shares_label = label_counts is not None and max(label_counts) >= 2
     start_labels = None if label_counts is None else labels_from_counts(label_counts)
-    searchable = bool(config.exchange_rounds) and inputs.num_images <= config.exchange_max_images
+    searchable = config.exchange.runs_on(inputs.num_images)
     # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
     runs = config.runs(inputs.num_images, searched=searchable and shares_label)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
@@ -309,25 +309,25 @@ def invert(
     pairs = _same_label_pairs(slot_labels.tolist()) if searchable else []
     initial_polish = config.polish_iterations(inputs.num_images)
     if stopped == "completed" and (pairs or initial_polish):
-        screen_iterations, polish_iterations = config.exchange_iterations()
+        screen_iterations, polish_iterations = config.exchange.iterations(config.iterations)
         deadline = None if config.time_budget_s is None else started + config.time_budget_s
         # The search is greedy and its end depends on where it starts; from several runs' patchworks, the
         # attacker's loss picks the end that is nearest the truth.
-        for start in run_bests[: config.exchange_starts if pairs else 1]:
+        for start in run_bests[: config.exchange.starts if pairs else 1]:
             labels_held = start["label_logits"].clone().requires_grad_(step.differentiate_labels)
             outcome = search_exchanges(
                 stoppable_step,
                 start["images"],
                 labels_held,
                 pairs,
-                rounds=config.exchange_rounds,
+                rounds=config.exchange.rounds,
                 screen_iterations=screen_iterations,
                 polish_iterations=polish_iterations,
-                lr=config.exchange_lr,
+                lr=config.exchange.lr,
                 betas=config.betas,
                 bn_weight=final_bn_weight,
-                beam_width=config.exchange_beam,
-                patience=config.exchange_patience,
+                beam_width=config.exchange.beam,
+                patience=config.exchange.patience,
                 initial_polish_iterations=initial_polish,
                 deadline=deadline,
                 progress=progress,

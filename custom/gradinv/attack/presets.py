@@ -45,15 +45,92 @@ _INTEGER_MINIMUMS = {
     "iterations_per_image_cap": 1,
     "restarts": 1,
     "restart_min_images": 1,
-    "exchange_restarts": 1,
-    "exchange_starts": 1,
-    "exchange_rounds": 0,
-    "exchange_max_images": 0,
-    "exchange_beam": 1,
-    "exchange_patience": 1,
     "polish_min_images": 0,
     "chroma_detail": 1,
 }
+_EXCHANGE_INTEGER_MINIMUMS = {"rounds": 0, "max_images": 0, "restarts": 1, "starts": 1, "beam": 1, "patience": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExchangeSearch:
+    """The region-exchange search (:mod:`gradinv.attack.exchange`) for slots that share a recovered label: the
+    ``exchange`` setting of :class:`AttackConfig`, overridden key by key (``{"exchange": {"rounds": 6}}``).
+
+    Args:
+        rounds: rounds of the search run on the best iterate when slots share a recovered label (0 = off, the
+            default; ``thorough`` runs 6): a same-label batch ends in a patchwork of the two images that gradient
+            steps do not leave; each round tries exchanging regions between such slots and keeps an exchange only if
+            the attacker's loss falls. Off by default for its cost: 20-37 min per pair on one CPU thread against 3-8
+            min without it.
+        max_images: clients with more images skip the search (its cost grows with the slot pairs).
+        restarts: runs (in place of ``AttackConfig.restarts``) for the clients the search runs on because their
+            analytic label counts put two slots in one class: the search improves a start by a few exchanges and
+            cannot rescue a start that is a fine blend, so it pays to draw more runs and search from the best (a run
+            costs a fraction of a search). Measured on 12 same-label pair runs (docs/same-label-pairs.md), 6 runs
+            against 3: mean SSIM 0.847 -> 0.872 (3 up, 1 down, 8 the same), up to 2x the time.
+        starts: the search runs from the best iterates of this many runs (lowest loss first), and the lowest loss it
+            reaches is kept: the search ends in different states from different patchworks.
+        beam: states the search keeps per round (the lowest losses), each searched in the next round.
+        patience: the search stops after this many rounds in a row that do not lower its best loss (by 1 %). A beam
+            of 1 with a patience of 1 is greedy; a wider beam with a patience of 2 also follows an exchange that pays
+            only with the next one (a large, mostly right exchange whose seam is wrong). Measured on 6 same-label
+            pairs from other image sources (docs/same-label-pairs.md), beam 3 / patience 2 against greedy: the MR
+            pair that the greedy search left at 0.63 reached 0.93, the others moved within run-to-run noise; on 6
+            test-split pairs mean SSIM 0.919 -> 0.946 (worst 0.877 -> 0.918); 1.5-3x the time.
+        screen: iterations that screen one candidate exchange, as a fraction of ``AttackConfig.iterations``.
+        polish: iterations that polish the start and the best candidates, as a fraction of
+            ``AttackConfig.iterations``.
+        lr: Adam step size (decaying to 0) of screening and polishing, and of ``AttackConfig.polish``; low, so that
+            a polish settles the exchanged images rather than scrambling them again.
+    """
+
+    rounds: int = 0
+    max_images: int = 2
+    restarts: int = 6
+    starts: int = 2
+    beam: int = 3
+    patience: int = 2
+    screen: float = 0.08
+    polish: float = 0.4
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, minimum in _EXCHANGE_INTEGER_MINIMUMS.items():
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= minimum):
+                problems.append(f"exchange.{name} must be an integer >= {minimum}, got {getattr(self, name)!r}")
+        for name in ("screen", "polish", "lr"):
+            if not getattr(self, name) > 0:
+                problems.append(f"exchange.{name} must be > 0, got {getattr(self, name)!r}")
+        if problems:
+            raise AttackInputError("invalid attack configuration: " + "; ".join(problems))
+
+    def runs_on(self, num_images: int) -> bool:
+        """Whether the search is on for a client of ``num_images`` images (it then runs where slots share a label)."""
+        return bool(self.rounds) and num_images <= self.max_images
+
+    def iterations(self, attack_iterations: int) -> tuple[int, int]:
+        """(screen, polish) iterations of the search in an attack of ``attack_iterations`` iterations per image."""
+        screen = max(1, round(self.screen * attack_iterations))
+        return screen, max(1, round(self.polish * attack_iterations))
+
+    def merged(self, overrides: ExchangeSearch | Mapping[str, Any]) -> ExchangeSearch:
+        """These settings with ``overrides`` (some of the keys) applied; an :class:`ExchangeSearch` replaces them."""
+        if isinstance(overrides, ExchangeSearch):
+            return overrides
+        if not isinstance(overrides, Mapping):
+            raise AttackInputError(f"exchange must be a mapping of exchange-search settings such as {{'rounds': 6}}, "
+                                   f"got {overrides!r}")
+        known = [f.name for f in dataclasses.fields(self)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise AttackInputError(f"unknown exchange-search settings {unknown}; the keys of 'exchange' are "
+                                   f"{', '.join(known)}")
+        return dataclasses.replace(self, **overrides)
+
+
+#: The flat names the exchange-search settings had before they moved into ``AttackConfig.exchange``.
+_FLAT_EXCHANGE_NAMES = {f"exchange_{field.name}": field.name for field in dataclasses.fields(ExchangeSearch)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,36 +190,14 @@ class AttackConfig:
             both images that few exchanges undo; at coarse detail each slot first commits to one image's layout,
             and the exchange search is left with fewer, larger misassigned regions. ``()`` = off.
         polish: after the runs, clients of at least ``polish_min_images`` images get this many times ``iterations``
-            more Adam steps on the best iterate at ``exchange_lr`` decaying to 0, without Langevin noise (0 = off).
+            more Adam steps on the best iterate at ``exchange.lr`` decaying to 0, without Langevin noise (0 = off).
             The runs end under-converged on multi-image batches: measured on mixed-label pairs from image sources
             the sample set does not use, 3x (3000 iterations at lr 0.01) lifted SSIM 0.68 -> 0.90 and 0.89 -> 0.99
             (attack loss 0.054 -> 0.013, 0.014 -> 0.004); 1.5x at lr 0.01 gave 0.81 and (another pair) 0.88 -> 0.94,
             1.5x at lr 0.02 gave 0.90 and 0.98.
         polish_min_images: smallest client the polish runs for (1-image clients converge within their runs).
-        exchange_rounds: rounds of the region-exchange search (:mod:`gradinv.attack.exchange`) run on the best
-            iterate when slots share a recovered label (0 = off, the default; ``thorough`` runs 6): a same-label
-            batch ends in a patchwork of the two images that gradient steps do not leave; each round tries
-            exchanging regions between such slots and keeps an exchange only if the attacker's loss falls. Off by
-            default for its cost: 20-37 min per pair on one CPU thread against 3-8 min without it.
-        exchange_max_images: clients with more images skip the search (its cost grows with the slot pairs).
-        exchange_restarts: runs (in place of ``restarts``) for the clients the search runs on because their analytic
-            label counts put two slots in one class: the search improves a start by a few exchanges and cannot
-            rescue a start that is a fine blend, so it pays to draw more runs and search from the best (a run costs
-            a fraction of a search). Measured on 12 same-label pair runs (docs/same-label-pairs.md), 6 runs
-            against 3: mean SSIM 0.847 -> 0.872 (3 up, 1 down, 8 the same), up to 2x the time.
-        exchange_starts: the search runs from the best iterates of this many runs (lowest loss first), and the
-            lowest loss it reaches is kept: the search ends in different states from different patchworks.
-        exchange_beam: states the search keeps per round (the lowest losses), each searched in the next round.
-        exchange_patience: the search stops after this many rounds in a row that do not lower its best loss (by 1 %).
-            A beam of 1 with a patience of 1 is greedy; a wider beam with a patience of 2 also follows an exchange
-            that pays only with the next one (a large, mostly right exchange whose seam is wrong). Measured on 6
-            same-label pairs from other image sources (docs/same-label-pairs.md), beam 3 / patience 2 against
-            greedy: the MR pair that the greedy search left at 0.63 reached 0.93, the others moved within run-to-run
-            noise; on 6 test-split pairs mean SSIM 0.919 -> 0.946 (worst 0.877 -> 0.918); 1.5-3x the time.
-        exchange_screen: iterations that screen one candidate exchange, as a fraction of ``iterations``.
-        exchange_polish: iterations that polish the start and the best candidates, as a fraction of ``iterations``.
-        exchange_lr: Adam step size (decaying to 0) of screening and polishing; low, so that a polish settles
-            the exchanged images rather than scrambling them again.
+        exchange: the region-exchange search for slots that share a label (:class:`ExchangeSearch`; off unless its
+            ``rounds`` are set, as ``thorough`` does).
         time_budget_s: stop when this many seconds have passed and return the best iterate so far.
         compile: ``on`` runs each iteration as one ``torch.compile``-d graph (same objective and gradient,
             about 2x faster per iteration after a one-off compile of seconds to a minute), ``off`` runs it
@@ -176,15 +231,7 @@ class AttackConfig:
     coarse_to_fine: tuple[tuple[float, int], ...] = ((0.25, 4), (0.5, 2))
     polish: float = 3.0
     polish_min_images: int = 2
-    exchange_rounds: int = 0
-    exchange_max_images: int = 2
-    exchange_restarts: int = 6
-    exchange_starts: int = 2
-    exchange_beam: int = 3
-    exchange_patience: int = 2
-    exchange_screen: float = 0.08
-    exchange_polish: float = 0.4
-    exchange_lr: float = 0.01
+    exchange: ExchangeSearch = ExchangeSearch()
     time_budget_s: float | None = None
     compile: str = "auto"
 
@@ -217,9 +264,8 @@ class AttackConfig:
             problems.append(f"compile must be one of {COMPILE_MODES}, got {self.compile!r}")
         if self.restart_init not in INIT_MODES:
             problems.append(f"restart_init must be one of {INIT_MODES}, got {self.restart_init!r}")
-        for name in ("exchange_screen", "exchange_polish", "exchange_lr"):
-            if not getattr(self, name) > 0:
-                problems.append(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not isinstance(self.exchange, ExchangeSearch):
+            problems.append(f"exchange must be an ExchangeSearch, got {self.exchange!r}")
         problems += _coarse_to_fine_problems(self.coarse_to_fine)
         if self.time_budget_s is not None and not self.time_budget_s > 0:
             problems.append(f"time_budget_s must be > 0 or None, got {self.time_budget_s!r}")
@@ -253,12 +299,7 @@ class AttackConfig:
         follows them)."""
         if num_images < self.restart_min_images:
             return 1
-        return self.exchange_restarts if searched else self.restarts
-
-    def exchange_iterations(self) -> tuple[int, int]:
-        """(screen, polish) iterations of the region-exchange search."""
-        screen = max(1, round(self.exchange_screen * self.iterations))
-        return screen, max(1, round(self.exchange_polish * self.iterations))
+        return self.exchange.restarts if searched else self.restarts
 
     def polish_iterations(self, num_images: int) -> int:
         """Noise-free iterations on the best iterate after the runs (0 for clients below ``polish_min_images``)."""
@@ -275,12 +316,21 @@ class AttackConfig:
         return self.init if run == 0 else self.restart_init
 
     def replace(self, **overrides: Any) -> AttackConfig:
+        """These settings with ``overrides``; ``exchange`` takes some of its keys (merged into the current ones)."""
+        flat = {name: value for name, value in overrides.items() if name in _FLAT_EXCHANGE_NAMES}
+        if flat:
+            nested = {_FLAT_EXCHANGE_NAMES[name]: value for name, value in flat.items()}
+            names = ", ".join(repr(name) for name in flat)
+            raise AttackInputError(f"{names} {'is now a key' if len(flat) == 1 else 'are now keys'} of 'exchange': "
+                                   f"pass {{'exchange': {nested!r}}}")
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             raise AttackInputError(f"unknown attack settings {unknown}")
         for name in ("betas", "coarse_to_fine"):
             if name in overrides:
                 overrides[name] = _as_tuples(overrides[name])
+        if "exchange" in overrides:
+            overrides["exchange"] = self.exchange.merged(overrides["exchange"])
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,7 +364,7 @@ def _coarse_to_fine_problems(phases: Any) -> list[str]:
 
 PRESETS: dict[str, AttackConfig] = {
     "fast": AttackConfig(),
-    "thorough": AttackConfig(exchange_rounds=6),
+    "thorough": AttackConfig(exchange=ExchangeSearch(rounds=6)),
     "paper": AttackConfig(
         iterations=40000,
         iterations_per_image_cap=1,
@@ -331,11 +381,8 @@ PRESETS: dict[str, AttackConfig] = {
         restarts=1,
         coarse_to_fine=(),
         polish=0.0,
-        exchange_rounds=0,
     ),
-    "gpu": AttackConfig(
-        iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0, exchange_rounds=0
-    ),
+    "gpu": AttackConfig(iterations=20000, iterations_per_image_cap=1, restarts=1, coarse_to_fine=(), polish=0.0),
     # Global-average-pool heads (MONAI ResNet/DenseNet): every BatchNorm layer counts alike (bn_scale="relative";
     # with "absolute" the deep 512-channel layers are ~100x the update term), a 10x lower step size (at 0.1 the
     # losses only fall once the cosine decay has brought it down), sized to ~10 min of one CPU thread on
@@ -349,7 +396,6 @@ PRESETS: dict[str, AttackConfig] = {
         tv_l2=1e-4,
         coarse_to_fine=(),
         polish=0.0,
-        exchange_rounds=0,
     ),
 }
 
