@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gradinv.attack.compiled import make_attack_step
+from gradinv.attack.compiled import AttackStep, make_attack_step
 from gradinv.attack.exchange import search_exchanges
 from gradinv.attack.inputs import AttackInputs, validate_attack_inputs
 from gradinv.attack.labels import estimate_label_counts, labels_from_counts
@@ -195,9 +195,8 @@ def invert(
             mean_probabilities = _mean_prediction(objective, first_images, inputs.recipe)
         label_counts = estimate_label_counts(model, inputs, num_classes, mean_probabilities)
     shares_label = label_counts is not None and max(label_counts) >= 2
-    start_labels = None if label_counts is None else labels_from_counts(label_counts)
     searchable = config.exchange.runs_on(inputs.num_images)
-    # The exchange search's clients (slots share a label) draw more runs to search from; see AttackConfig.
+    # The exchange search's clients (slots share a label) draw more runs to search from; see ExchangeSearch.restarts.
     runs = config.runs(inputs.num_images, searched=searchable and shares_label)
     # One compile serves every run (same shapes), so the whole attack's length decides whether it pays.
     step = make_attack_step(
@@ -207,175 +206,264 @@ def invert(
         lambda logits: label_targets(logits, inputs.recipe),
         differentiate_labels=config.labels != "analytic_fixed",
     )
-    stoppable_step = _stoppable(step, description)
-    final_bn_weight = config.bn_weight(total_iterations - 1, total_iterations)
-    colour = ColourCoordinates(input_shape[0], config.chroma_detail, device)
-    run_bests: list[dict[str, Any]] = []
-    history: list[dict[str, float]] = []
-    stopped, iterations_run = "completed", 0
     planned_iterations = runs * total_iterations + config.polish_iterations(inputs.num_images)
-    projection = _TimeProjection(started, planned_iterations)
+    attack = _Attack(
+        inputs=inputs, config=config, objective=objective, step=step, checked_step=_stoppable(step, description),
+        colour=ColourCoordinates(input_shape[0], config.chroma_detail, device), device=device, prior=prior,
+        input_shape=input_shape, num_classes=num_classes, seed=seed, label_counts=label_counts,
+        start_labels=None if label_counts is None else labels_from_counts(label_counts), shares_label=shares_label,
+        searchable=searchable, runs=runs, progress=progress, description=description, started=started,
+        projection=_TimeProjection(started, planned_iterations),
+    )
+    run_bests = _optimise_runs(attack)
+    best, exchanges = _refine(attack, run_bests)
+    result = _score(attack, best, exchanges)
+    logger.info(
+        "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
+        description, inputs.num_images, result.iterations, result.seconds, result.stopped, step.mode,
+        result.update_distance, "n/a" if result.bn_residual is None else f"{result.bn_residual:.4g}",
+    )
+    return result
 
-    for restart in range(runs):
-        generator = _run_generator(seed, restart)
-        images = (
-            _initial_images(
-                config.init_of_run(restart), config.init_noise, prior, start_labels, inputs.num_images, input_shape,
-                generator,
-            )
-            .to(device)
-            .requires_grad_(True)
-        )
-        # Adam steps in the colour coordinates (see AttackConfig.chroma_detail); the objective sees the pixels.
-        coordinates = colour.optimised(images)
-        if label_counts is None:
-            label_logits = torch.rand(inputs.num_images, num_classes, generator=generator)
-        else:
-            label_logits = 4.0 * F.one_hot(start_labels, num_classes).float()
-        label_logits = label_logits.to(device).requires_grad_(config.labels != "analytic_fixed")
-        variables = [coordinates] + ([label_logits] if label_logits.requires_grad else [])
-        optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
-        run_best: dict[str, Any] = {"loss": math.inf, "run": restart}
-        run_bests.append(run_best)
 
-        bar = tqdm(
-            range(total_iterations),
-            desc=f"{description} ({restart + 1}/{runs})" if runs > 1 else description,
-            disable=not progress,
-            leave=False,
-            mininterval=1.0,
-        )
-        for iteration in bar:
-            current_lr = learning_rate(iteration, total_iterations, config.lr, config.warmup)
-            for group in optimizer.param_groups:
-                group["lr"] = current_lr
-            bn_weight = config.bn_weight(iteration, total_iterations)
-            factor = config.detail_factor(iteration, total_iterations) if shares_label else 1
-            if factor > 1:
-                with torch.no_grad():
-                    images.copy_(coarsen(images, factor))
-                    colour.update_coordinates(images, coordinates)
-            loss, terms, gradients = stoppable_step(images, label_logits, bn_weight)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
-                break
-            # Iterates (of this run and of the others) are compared at one BN weight, the final one: with a BN weight
-            # that rises during the run, raw losses of early iterates would look better than they are.
-            if "bn" in terms:
-                loss_value += (final_bn_weight - bn_weight) * float(terms["bn"])
-            if loss_value < run_best["loss"]:
-                run_best.update(
-                    loss=loss_value, images=images.detach().clone(), label_logits=label_logits.detach().clone()
-                )
-            coordinates.grad = colour.pull_back(gradients[0])
-            for variable, gradient in zip(variables[1:], gradients[1:]):
-                variable.grad = gradient
-            optimizer.step()
-            with torch.no_grad():
-                if config.energy:
-                    coordinates.add_(
-                        torch.randn(images.shape, generator=generator).to(device), alpha=config.energy * current_lr
-                    )
-                colour.update_pixels(coordinates, images, clamp=config.clamp)
-            iterations_run += 1
-            if restart == 0:
-                projection.observe(iteration, config.time_budget_s, description)
-            if iteration % 50 == 0 or iteration == total_iterations - 1:
-                record = {
-                    "run": restart,
-                    "iteration": iteration,
-                    "loss": loss_value,
-                    **{k: float(v.detach()) for k, v in terms.items()},
-                }
-                history.append(record)
-                bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{record['update_cosine']:.4f}")
-            if config.time_budget_s is not None and time.monotonic() - started > config.time_budget_s:
-                stopped = "time_budget"
-                break
-        bar.close()
-        if stopped != "completed":
+@dataclasses.dataclass
+class _Attack:
+    """One inversion as its stages (runs -> refine -> score) share it: what :func:`invert` prepared, then the running
+    tallies (``history``, ``iterations``, ``stopped``) that each stage adds to."""
+
+    inputs: AttackInputs
+    config: AttackConfig
+    objective: InversionObjective
+    step: AttackStep
+    checked_step: Callable[..., Any]
+    """``step``, stopping the attack once :func:`stop_requested` says so (see :func:`_stoppable`)."""
+    colour: ColourCoordinates
+    device: torch.device
+    prior: torch.Tensor | None
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    seed: int
+    label_counts: list[int] | None
+    start_labels: torch.Tensor | None
+    shares_label: bool
+    """Whether the analytic label counts put two slots in one class (coarse-to-fine runs, the exchange search)."""
+    searchable: bool
+    """Whether the exchange search is on for this client's number of images (:meth:`ExchangeSearch.runs_on`)."""
+    runs: int
+    progress: bool
+    description: str
+    started: float
+    projection: _TimeProjection
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    iterations: int = 0
+    stopped: str = "completed"
+
+    @property
+    def total_iterations(self) -> int:
+        """Iterations of one run."""
+        return self.config.total_iterations(self.inputs.num_images)
+
+    @property
+    def final_bn_weight(self) -> float:
+        """The BN weight of a run's last iteration, at which every iterate's loss is compared."""
+        return self.config.bn_weight(self.total_iterations - 1, self.total_iterations)
+
+    def out_of_time(self) -> bool:
+        return self.config.time_budget_s is not None and time.monotonic() - self.started > self.config.time_budget_s
+
+
+@dataclasses.dataclass
+class _RunBest:
+    """The lowest-loss iterate of one run (the loss at the final BN weight, so that iterates of all runs compare)."""
+
+    run: int
+    loss: float
+    images: torch.Tensor
+    label_logits: torch.Tensor
+
+
+def _optimise_runs(attack: _Attack) -> list[_RunBest]:
+    """The independent runs (restarts), each from its own seeded start; their best iterates, lowest loss first."""
+    run_bests = []
+    for run in range(attack.runs):
+        run_best = _run(attack, run)
+        if run_best is not None:
+            run_bests.append(run_best)
+        if attack.stopped != "completed":
             break
-
-    run_bests = sorted((entry for entry in run_bests if "images" in entry), key=lambda entry: entry["loss"])
     if not run_bests:
         raise AttackInputError(
             "the attack objective is NaN or Inf at its starting point; the update cannot be inverted"
         )
-    best = run_bests[0]
-    exchanges: list[str] = []
-    # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
-    slot_labels = start_labels if start_labels is not None else best["label_logits"].argmax(dim=1)
-    pairs = _same_label_pairs(slot_labels.tolist()) if searchable else []
-    initial_polish = config.polish_iterations(inputs.num_images)
-    if stopped == "completed" and (pairs or initial_polish):
-        screen_iterations, polish_iterations = config.exchange.iterations(config.iterations)
-        deadline = None if config.time_budget_s is None else started + config.time_budget_s
-        # The search is greedy and its end depends on where it starts; from several runs' patchworks, the
-        # attacker's loss picks the end that is nearest the truth.
-        for start in run_bests[: config.exchange.starts if pairs else 1]:
-            labels_held = start["label_logits"].clone().requires_grad_(step.differentiate_labels)
-            outcome = search_exchanges(
-                stoppable_step,
-                start["images"],
-                labels_held,
-                pairs,
-                rounds=config.exchange.rounds,
-                screen_iterations=screen_iterations,
-                polish_iterations=polish_iterations,
-                lr=config.exchange.lr,
-                betas=config.betas,
-                bn_weight=final_bn_weight,
-                beam_width=config.exchange.beam,
-                patience=config.exchange.patience,
-                initial_polish_iterations=initial_polish,
-                deadline=deadline,
-                progress=progress,
-            )
-            iterations_run += outcome.iterations
-            stopped = outcome.stopped
-            if outcome.loss < best["loss"]:
-                best, exchanges = {**start, "loss": outcome.loss, "images": outcome.images}, outcome.accepted
-            if stopped != "completed":
-                break
+    return sorted(run_bests, key=lambda run_best: run_best.loss)
 
-    # Score the best iterate once more, without the optimiser in the loop.
-    final_images = best["images"]
-    final_targets = label_targets(best["label_logits"], inputs.recipe)
-    images_for_eval = final_images.clone().requires_grad_(True)
-    loss, terms, replayed = objective(images_for_eval, final_targets, final_bn_weight)
+
+def _run(attack: _Attack, run: int) -> _RunBest | None:
+    """One run: Adam with Langevin noise on the images (and labels), coarse-to-fine when slots share a label. Its
+    best iterate, or None when its first loss was already NaN/Inf."""
+    config, total = attack.config, attack.total_iterations
+    generator = _run_generator(attack.seed, run)
+    images, coordinates, label_logits = _start_of_run(attack, run, generator)
+    variables = [coordinates] + ([label_logits] if label_logits.requires_grad else [])
+    optimizer = torch.optim.Adam(variables, lr=config.lr, betas=config.betas, eps=1e-8)
+    best = None
+    description = f"{attack.description} ({run + 1}/{attack.runs})" if attack.runs > 1 else attack.description
+    bar = tqdm(range(total), desc=description, disable=not attack.progress, leave=False, mininterval=1.0)
+    for iteration in bar:
+        current_lr = learning_rate(iteration, total, config.lr, config.warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = current_lr
+        bn_weight = config.bn_weight(iteration, total)
+        factor = config.detail_factor(iteration, total) if attack.shares_label else 1
+        if factor > 1:
+            with torch.no_grad():
+                images.copy_(coarsen(images, factor))
+                attack.colour.update_coordinates(images, coordinates)
+        loss, terms, gradients = attack.checked_step(images, label_logits, bn_weight)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            attack.stopped = "non_finite"  # keep the best finite iterate rather than optimise NaNs
+            break
+        # Iterates (of this run and of the others) are compared at one BN weight, the final one: with a BN weight
+        # that rises during the run, raw losses of early iterates would look better than they are.
+        if "bn" in terms:
+            loss_value += (attack.final_bn_weight - bn_weight) * float(terms["bn"])
+        if best is None or loss_value < best.loss:
+            best = _RunBest(run, loss_value, images.detach().clone(), label_logits.detach().clone())
+        _take_step(attack, optimizer, variables, gradients, images, generator, current_lr)
+        attack.iterations += 1
+        if run == 0:
+            attack.projection.observe(iteration, config.time_budget_s, attack.description)
+        if iteration % 50 == 0 or iteration == total - 1:
+            record = {"run": run, "iteration": iteration, "loss": loss_value,
+                      **{k: float(v.detach()) for k, v in terms.items()}}
+            attack.history.append(record)
+            bar.set_postfix(loss=f"{loss_value:.4f}", cos=f"{record['update_cosine']:.4f}")
+        if attack.out_of_time():
+            attack.stopped = "time_budget"
+            break
+    bar.close()
+    return best
+
+
+def _start_of_run(
+    attack: _Attack, run: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A run's start: its images, the colour coordinates Adam steps in (see ``AttackConfig.chroma_detail``; the
+    objective sees the pixels) and its label logits (optimised unless ``analytic_fixed``)."""
+    config = attack.config
+    images = (
+        _initial_images(
+            config.init_of_run(run), config.init_noise, attack.prior, attack.start_labels, attack.inputs.num_images,
+            attack.input_shape, generator,
+        )
+        .to(attack.device)
+        .requires_grad_(True)
+    )
+    coordinates = attack.colour.optimised(images)
+    if attack.label_counts is None:
+        label_logits = torch.rand(attack.inputs.num_images, attack.num_classes, generator=generator)
+    else:
+        label_logits = 4.0 * F.one_hot(attack.start_labels, attack.num_classes).float()
+    return images, coordinates, label_logits.to(attack.device).requires_grad_(config.labels != "analytic_fixed")
+
+
+def _take_step(
+    attack: _Attack,
+    optimizer: torch.optim.Optimizer,
+    variables: list[torch.Tensor],
+    gradients: tuple[torch.Tensor, ...],
+    images: torch.Tensor,
+    generator: torch.Generator,
+    current_lr: float,
+) -> None:
+    """One Adam step on the colour coordinates (and labels), then the Langevin noise; ``images`` follow."""
+    coordinates = variables[0]
+    coordinates.grad = attack.colour.pull_back(gradients[0])
+    for variable, gradient in zip(variables[1:], gradients[1:]):
+        variable.grad = gradient
+    optimizer.step()
+    with torch.no_grad():
+        if attack.config.energy:
+            coordinates.add_(
+                torch.randn(images.shape, generator=generator).to(attack.device),
+                alpha=attack.config.energy * current_lr,
+            )
+        attack.colour.update_pixels(coordinates, images, clamp=attack.config.clamp)
+
+
+def _refine(attack: _Attack, run_bests: list[_RunBest]) -> tuple[_RunBest, list[str]]:
+    """The noise-free polish of the best run's iterate and, where slots share a label, the region-exchange search
+    from the best runs' iterates; the lowest loss wins. Returns it and the exchanges it kept."""
+    config = attack.config
+    best, exchanges = run_bests[0], []
+    # Which slots share a label: the analytic counts when they exist (the optimised soft labels can drift).
+    slot_labels = attack.start_labels if attack.start_labels is not None else best.label_logits.argmax(dim=1)
+    pairs = _same_label_pairs(slot_labels.tolist()) if attack.searchable else []
+    initial_polish = config.polish_iterations(attack.inputs.num_images)
+    if attack.stopped != "completed" or not (pairs or initial_polish):
+        return best, exchanges
+    screen_iterations, polish_iterations = config.exchange.iterations(config.iterations)
+    deadline = None if config.time_budget_s is None else attack.started + config.time_budget_s
+    # The search is greedy and its end depends on where it starts; from several runs' patchworks, the
+    # attacker's loss picks the end that is nearest the truth.
+    for start in run_bests[: config.exchange.starts if pairs else 1]:
+        labels_held = start.label_logits.clone().requires_grad_(attack.step.differentiate_labels)
+        outcome = search_exchanges(
+            attack.checked_step,
+            start.images,
+            labels_held,
+            pairs,
+            rounds=config.exchange.rounds,
+            screen_iterations=screen_iterations,
+            polish_iterations=polish_iterations,
+            lr=config.exchange.lr,
+            betas=config.betas,
+            bn_weight=attack.final_bn_weight,
+            beam_width=config.exchange.beam,
+            patience=config.exchange.patience,
+            initial_polish_iterations=initial_polish,
+            deadline=deadline,
+            progress=attack.progress,
+        )
+        attack.iterations += outcome.iterations
+        attack.stopped = outcome.stopped
+        if outcome.loss < best.loss:
+            best, exchanges = dataclasses.replace(start, loss=outcome.loss, images=outcome.images), outcome.accepted
+        if attack.stopped != "completed":
+            break
+    return best, exchanges
+
+
+def _score(attack: _Attack, best: _RunBest, exchanges: list[str]) -> InversionResult:
+    """Score the best iterate once more, without the optimiser in the loop."""
+    inputs = attack.inputs
+    final_targets = label_targets(best.label_logits, inputs.recipe)
+    images_for_eval = best.images.clone().requires_grad_(True)
+    loss, terms, replayed = attack.objective(images_for_eval, final_targets, attack.final_bn_weight)
     probabilities = final_targets.detach().cpu()
     recovered_labels = probabilities.argmax(dim=1)
-    result = InversionResult(
-        images=final_images.detach().cpu().clamp(0, 1),
+    priors = None
+    if attack.prior is not None:
+        priors = slot_priors(attack.prior, recovered_labels, inputs.num_images, attack.input_shape)
+    return InversionResult(
+        images=best.images.detach().cpu().clamp(0, 1),
         label_probabilities=probabilities,
         recovered_labels=recovered_labels.tolist(),
-        label_counts_estimate=label_counts,
+        label_counts_estimate=attack.label_counts,
         update_distance=float(terms["update_cosine"].detach()),
-        bn_residual=objective.bn_residual(replayed),
+        bn_residual=attack.objective.bn_residual(replayed),
         loss=float(loss.detach()),
-        iterations=iterations_run,
-        seconds=time.monotonic() - started,
-        stopped=stopped,
-        runs=runs,
-        best_run=best["run"],
-        history=history,
+        iterations=attack.iterations,
+        seconds=time.monotonic() - attack.started,
+        stopped=attack.stopped,
+        runs=attack.runs,
+        best_run=best.run,
+        history=attack.history,
         exchanges=exchanges,
-        projected_seconds=projection.seconds,
-        priors=None if prior is None else slot_priors(prior, recovered_labels, inputs.num_images, input_shape),
+        projected_seconds=attack.projection.seconds,
+        priors=priors,
     )
-    logger.info(
-        "%s: %d images, %d iterations in %.1f s (%s, %s step), update cosine distance %.4g, BN residual %s",
-        description,
-        inputs.num_images,
-        iterations_run,
-        result.seconds,
-        stopped,
-        step.mode,
-        result.update_distance,
-        "n/a" if result.bn_residual is None else f"{result.bn_residual:.4g}",
-    )
-    return result
 
 
 def attack_update(
