@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
+import os
+import stat
 import threading
 import time
 
+import numpy as np
+from nvflare.apis.dxo import DataKind
 from nvflare.apis.event_type import EventType
 
 from gradinv.fl import filter as filter_module
 from gradinv.fl import worker_pool
 from gradinv.fl.scheduler import Queued
-from gradinv.fl.spill import RoundSpiller, pending_dir
+from gradinv.fl.spill import RoundSpiller, SpilledGlobal, load_update, pending_dir
 from gradinv.fl.worker_pool import AttackProcesses, default_worker_count
 
-from .fl_helpers import FakeServerEngine, client_result, global_model, result_context, sample_images, send_round
+from .fl_helpers import (
+    FakeServerEngine,
+    arrays_equal,
+    client_result,
+    data_of,
+    global_model,
+    result_context,
+    sample_images,
+    send_round,
+)
 from .test_audit_queue import SITES, _run_audit_job
 from .test_filter import make_filter
 
@@ -56,7 +70,7 @@ def _an_update(flt):
     return UpdateToAudit(7, "site-9", base, {name: value * 0 for name, value in base.items()}, {})
 
 
-def test_an_attack_process_unpickles_a_model_of_torchvision_classes(tmp_path):
+def test_an_attack_process_unpickles_a_model_of_torchvision_classes_and_runs_below_the_server(tmp_path):
     # torchvision imports only behind gradinv's shim beside a CPU torch; a process that unpickled the paper's
     # ResNet-18 first died before its first update. An unreadable update tells the two apart: a live process
     # writes that update's row itself.
@@ -72,6 +86,10 @@ def test_an_attack_process_unpickles_a_model_of_torchvision_classes(tmp_path):
     pool = AttackProcesses(1, tmp_path, model, settings, auditor)
     try:
         pool.attack(Queued(0, "site-1", path=broken))
+        process = pool._started[0][0]
+        # FedAvg's threads get the cores first: the attack process is niced below the server's own priority.
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, process.pid) == min(19, own + worker_pool._NICENESS)
     finally:
         pool.close()
     (row,) = _rows(tmp_path)
@@ -114,3 +132,56 @@ def test_audit_workers_none_means_one_process_per_gpu_and_one_without_gpus(tmp_p
     assert started == [1]
     (row,) = _rows(tmp_path / "job-1" / "gradinv")
     assert (row["site"], row["status"]) == ("site-1", "ok")
+
+
+class _RecordingProcesses:
+    """Stands in for the attack processes: reads each update from disk as a process would, and records it."""
+
+    seen: list = []
+
+    def __init__(self, count, out_dir, model, settings, auditor):
+        type(self).seen = []
+
+    def attack(self, item):
+        self.seen.append(load_update(item.path))
+
+    def close(self):
+        pass
+
+
+def test_with_attack_processes_the_global_model_is_kept_on_disk_only_and_read_back_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(filter_module, "AttackProcesses", _RecordingProcesses)
+    engine, model = FakeServerEngine(tmp_path), global_model()
+    flt = make_filter(mode="audit", audit_workers=1)
+    flt.handle_event(EventType.START_RUN, engine.new_context())
+    sent = send_round(engine, flt, model)
+    kept = flt._base_by_round[0]
+    assert isinstance(kept, SpilledGlobal) and stat.S_IMODE(kept.path.stat().st_mode) == 0o600
+    assert arrays_equal(kept, sent)
+
+    # Full weights are diffed against the global model read back from its file.
+    result = client_result(model, *sample_images(2), kind=DataKind.WEIGHTS)
+    trained = data_of(result)
+    flt.process(result, result_context(engine, "site-1"))
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    (update,) = _RecordingProcesses.seen
+    assert arrays_equal(update.global_state, sent)
+    expected = {name: trained[name].astype(np.float64) - sent[name].astype(np.float64) for name in trained}
+    assert arrays_equal(update.diff, expected)
+
+
+def test_a_full_disk_when_the_global_model_is_captured_keeps_it_in_memory(tmp_path, monkeypatch):
+    def full_disk(self, round_num, global_state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(filter_module, "AttackProcesses", _RecordingProcesses)
+    monkeypatch.setattr(RoundSpiller, "capture", full_disk)
+    engine, model = FakeServerEngine(tmp_path), global_model()
+    flt = make_filter(mode="audit", audit_workers=1)
+    flt.handle_event(EventType.START_RUN, engine.new_context())
+    sent = send_round(engine, flt, model)
+    assert isinstance(flt._base_by_round[0], dict) and arrays_equal(flt._base_by_round[0], sent)
+    flt.process(client_result(model, *sample_images(2)), result_context(engine, "site-1"))
+    flt.handle_event(EventType.END_RUN, engine.new_context())
+    (update,) = _RecordingProcesses.seen  # the update and its global model were spilled when the disk allowed
+    assert arrays_equal(update.global_state, sent)

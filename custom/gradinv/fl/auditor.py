@@ -34,11 +34,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class UpdateToAudit:
-    """Private copies of everything the attack needs for one client update."""
+    """Private copies of everything the attack needs for one client update.
+
+    ``global_state`` is any mapping of arrays: the round's global model in memory, or read from its spilled file
+    (:class:`~gradinv.fl.spill.SpilledGlobal`, when attack processes read every update from disk).
+    """
 
     round_num: int
     site: str
-    global_state: dict[str, np.ndarray]
+    global_state: Mapping[str, np.ndarray]
     diff: dict[str, np.ndarray]
     meta: dict[str, Any]
 

@@ -101,7 +101,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         self.attack_config = self.settings.attack_config()
 
         self._auditor: LeakageAuditor | None = None
-        self._base_by_round: dict[int, dict[str, np.ndarray]] = {}
+        self._base_by_round: dict[int, Mapping[str, np.ndarray]] = {}
         self._test_accuracy: dict[int, dict[str, float]] = {}
         self._decisions = DecisionMemory()
         self._background: BackgroundAudits[UpdateToAudit] | None = None
@@ -129,14 +129,28 @@ class GradInversionAggregatorFilter(DXOFilter):
         if round_num is None or round_num in self._base_by_round:
             return
         weights = from_shareable(task).data or {}
+        base = self._keep_global_model(fl_ctx, int(round_num), weights)
         with self._lock:
-            self._base_by_round[int(round_num)] = {name: _as_array(value) for name, value in weights.items()}
+            self._base_by_round[int(round_num)] = base
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
             live_rounds = set(self._base_by_round)
         if self._spiller is not None:  # the spilled global models of rounds over and done with
             self._spiller.discard_unused(live_rounds)
         self.log_info(fl_ctx, f"gradinv: captured the global model of round {round_num} ({len(weights)} entries)")
+
+    def _keep_global_model(self, fl_ctx: FLContext, round_num: int, weights: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The filter's own copy of a round's global model: on disk only when attack processes read every update from
+        there (the server then holds no model copy between rounds), else in memory."""
+        if self._attack_processes_wanted():
+            try:
+                return self._round_spiller(fl_ctx).capture(
+                    round_num, {name: _as_array(value, copy=False) for name, value in weights.items()}
+                )
+            except OSError as exc:
+                self.log_warning(fl_ctx, f"gradinv: could not write the global model of round {round_num} to the "
+                                 f"run dir ({exc}); keeping it in memory (free disk space)")
+        return {name: _as_array(value) for name, value in weights.items()}
 
     # --- the filter --------------------------------------------------------------------------------------------
     def process(self, shareable: Shareable, fl_ctx: FLContext) -> Shareable:
@@ -328,12 +342,12 @@ class GradInversionAggregatorFilter(DXOFilter):
     def _enqueue(self, update: UpdateToAudit, fl_ctx: FLContext, started: float) -> None:
         """Queue ``update`` for a background attack; ``started``: when the filter got it (the log says how long it
         held FedAvg's result)."""
+        spiller = self._round_spiller(fl_ctx)
         with self._lock:
             if self._background is None:
                 settings = self.settings
                 out_dir = self._auditor.writer.out_dir
-                workers = default_worker_count() if settings.audit_workers is None else settings.audit_workers
-                self._spiller = RoundSpiller(pending_dir(out_dir))
+                workers = self._audit_worker_count()
                 attack = functools.partial(self._attack_in_background, fl_ctx)
                 if workers:  # the processes read every update from disk, written by the queue's spiller thread
                     # The job's own model goes to the processes without staying in this one (the auditor here
@@ -347,7 +361,7 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self._background = BackgroundAudits(
                     attack,
                     functools.partial(self._background_crash, fl_ctx),
-                    self._spiller,
+                    spiller,
                     functools.partial(self._account, fl_ctx),
                     max_in_memory=settings.audit_max_pending,
                     policy=settings.audit_policy,
@@ -364,6 +378,21 @@ class GradInversionAggregatorFilter(DXOFilter):
             f"{time.monotonic() - started:.3f} s in the filter ({waiting} waiting, {self._background.in_memory()} in "
             "memory)",
         )
+
+    def _audit_worker_count(self) -> int:
+        workers = self.settings.audit_workers
+        return default_worker_count() if workers is None else workers
+
+    def _attack_processes_wanted(self) -> bool:
+        return self.settings.mode == "audit" and self._audit_worker_count() > 0
+
+    def _round_spiller(self, fl_ctx: FLContext) -> RoundSpiller:
+        """Audit mode's spiller, shared by the global models it captures and the queue's updates."""
+        auditor = self._get_auditor(fl_ctx)
+        with self._lock:
+            if self._spiller is None:
+                self._spiller = RoundSpiller(pending_dir(auditor.writer.out_dir))
+            return self._spiller
 
     def _attack_in_background(self, fl_ctx: FLContext, item: Queued[UpdateToAudit]) -> None:
         attack_spilled_update(self._auditor, item, self.settings, log_error=lambda text: self.log_error(fl_ctx, text),

@@ -6,7 +6,10 @@ Both are plain Python (no NVFlare): the filter decides *what* to do with an upda
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import hashlib
 import threading
 import time
@@ -238,7 +241,9 @@ class BackgroundAudits(Generic[Job]):
                 elif queued:
                     self._unspillable.add(item)
                 self._changed.notify_all()
-            if failure is not None and queued and self._spilled_only:
+            if failure is None:
+                return_freed_memory()
+            elif queued and self._spilled_only:
                 self._account(item, "not_attacked", f"it could not be written for an attack process ({failure}); "
                               "free disk space in the run dir")
 
@@ -269,6 +274,26 @@ class BackgroundAudits(Generic[Job]):
                         self._in_memory -= item.job is not None
                     self._busy -= 1
                     self._changed.notify_all()
+
+
+def return_freed_memory() -> None:
+    """Give the memory of freed updates back to the operating system where the C library allows it (glibc).
+
+    glibc keeps freed blocks in the arenas of the threads that freed them, so a server process's resident size grew by
+    the updates it had held and spilled long after (+6 model copies in the soak benchmark's 20 rounds, +1.6 with this).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
 
 
 class DecisionMemory:

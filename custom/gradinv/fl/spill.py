@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,17 @@ class RoundSpiller:
         self._lock = threading.Lock()
         self._globals: dict[int, Path] = {}
 
+    def capture(self, round_num: int, global_state: Mapping[str, np.ndarray]) -> SpilledGlobal:
+        """Write a round's global model now, for the round's spilled updates to name; returns it as read from disk.
+
+        What the filter holds of a round's global model when every update is attacked from disk (attack processes):
+        the server keeps no copy of it in memory. Raises ``OSError`` (a full disk); nothing is then registered.
+        """
+        with self._lock:
+            path = spill_global(round_num, global_state, self.folder)
+            self._globals[round_num] = path
+            return SpilledGlobal(path)
+
     def __call__(self, update: UpdateToAudit) -> Path:
         """Write ``update``; returns its path (raises ``OSError`` on a full disk)."""
         with self._lock:  # held while writing: discard_unused must not delete a global an update is about to name
@@ -71,6 +82,33 @@ class RoundSpiller:
         with self._lock:
             discard_unused_globals(self.folder, live_rounds)
             self._globals = {round_num: path for round_num, path in self._globals.items() if path.exists()}
+
+
+class SpilledGlobal(Mapping[str, np.ndarray]):
+    """A global model file from :func:`spill_global`, read one array at a time.
+
+    The file is opened once and stays open: if the round's file is deleted as unused while a late update of that round
+    is still on its way, that update's spill writes it again from the open file. Thread-safe.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._archive = np.load(path, allow_pickle=False)
+        self._names = {key[len(_GLOBAL):]: key for key in self._archive.files if key.startswith(_GLOBAL)}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        with self._lock:
+            return self._archive[self._names[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def close(self) -> None:
+        self._archive.close()
 
 
 def spill_global(round_num: int, global_state: Mapping[str, np.ndarray], folder: str | os.PathLike) -> Path:

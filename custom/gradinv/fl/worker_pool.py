@@ -3,10 +3,11 @@
 The attack is CPU/GPU bound, so threads of the server process add no capacity; each worker is a ``spawn``-ed process
 that reads spilled updates by path (no tensor crosses a pipe), attacks them with the run's settings and writes their
 artifacts and ``metrics.csv`` row itself, through the same code as the in-process worker. Each process gets its share
-of the CPU cores (oversubscribed torch threads slowed attacks 25x on a shared machine) or its own GPU. A worker that
-dies (killed, out of memory) costs its update an ``error`` row; the next update starts a fresh process. At the drain
-deadline the process under way is told to stop (it stops at its attack's next step, writing nothing) and is killed
-when it does not answer within ``_STOP_WAIT_S``.
+of the CPU cores (oversubscribed torch threads slowed attacks 25x on a shared machine) or its own GPU, and runs at a
+lower CPU priority (nice +10) than the server, whose rounds it must not slow. A worker that dies (killed, out of
+memory) costs its update an ``error`` row; the next update starts a fresh process. At the drain deadline the process
+under way is told to stop (it stops at its attack's next step, writing nothing) and is killed when it does not answer
+within ``_STOP_WAIT_S``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _STOPPED = "stopped"  # from a process: the attack was stopped, no row written
 _STOP_WAIT_S = 10.0
 _POLL_S = 0.5  # how soon a stop request (the drain deadline) reaches the process under way
 _START_ALLOWANCE_S = 120.0  # importing torch and building the model in a fresh process, on a loaded machine
+_NICENESS = 10  # added to the server's: FedAvg's threads get the cores first when both want them
 
 
 def gpu_count() -> int:
@@ -169,6 +171,9 @@ class AttackProcesses:
 def _serve(connection: Connection, out_dir: Path, model_file: Path, settings: AuditSettings, threads: int) -> None:
     """A worker process: attack the spilled updates named on ``connection`` until told to stop."""
     import torch
+
+    if hasattr(os, "nice"):
+        os.nice(_NICENESS)
 
     torch.set_num_threads(threads)
     if importlib.util.find_spec("torchvision") is not None:
