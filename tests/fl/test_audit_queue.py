@@ -151,6 +151,21 @@ def test_a_spilled_update_round_trips_bit_exactly_in_private_files_sharing_its_r
     assert list(path.parent.iterdir()) == []
 
 
+def test_a_late_update_of_a_round_whose_captured_global_model_was_discarded_is_spilled_with_it(tmp_path):
+    rng = np.random.default_rng(1)
+    sent = {"conv.weight": rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "bn.num_batches": np.array(3, np.int64)}
+    spiller = RoundSpiller(pending_dir(tmp_path))
+    kept = spiller.capture(5, sent)  # what the filter holds of round 5's global model: its file, open
+    assert sorted(kept) == sorted(sent) and all(kept[name].tobytes() == sent[name].tobytes() for name in sent)
+    spiller.discard_unused(live_rounds={6, 7})  # round 5 is over and no update named its file
+    assert not kept.path.exists()
+
+    late = UpdateToAudit(5, "site-2", kept, {"conv.weight": rng.normal(size=(3, 2, 3, 3))}, {})
+    back = load_update(spiller(late))  # its global model is written again from the open file
+    assert all(back.global_state[name].tobytes() == sent[name].tobytes() for name in sent)
+    assert back.diff["conv.weight"].tobytes() == late.diff["conv.weight"].tobytes()
+
+
 def _rows(out_dir):
     with open(out_dir / "metrics.csv") as handle:
         return sorted(csv.DictReader(handle), key=lambda row: (row["round"], row["site"]))
