@@ -171,6 +171,19 @@ def test_update_for_an_unknown_round_passes_unchecked(server, caplog):
     assert rows(out_dir)[0]["status"] == "invalid"
 
 
+def test_only_the_rounds_start_round_and_frequency_select_are_kept_and_attacked(server):
+    engine, model, out_dir = server
+    flt = make_filter(start_round=1, frequency=2)
+    for round_num in range(5):
+        send_round(engine, flt, model, round_num=round_num)
+        result = client_result(model, *sample_images(1), round_num=round_num)
+        sent = {k: v.copy() for k, v in data_of(result).items()}
+        assert arrays_equal(data_of(flt.process(result, result_context(engine))), sent)
+    # No global model is kept for a round that is not attacked (the filter keeps the last two it attacks).
+    assert sorted(flt._base_by_round) == [1, 3]
+    assert sorted(row["round"] for row in rows(out_dir)) == ["1", "3"]
+
+
 def test_full_weights_are_attacked_as_weights_minus_global(server):
     engine, model, out_dir = server
     flt = make_filter()

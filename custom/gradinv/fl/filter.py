@@ -126,7 +126,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         if task is None:
             return
         round_num = task.get_header(AppConstants.CURRENT_ROUND)
-        if round_num is None or round_num in self._base_by_round:
+        if round_num is None or round_num in self._base_by_round or not self._attacks_round(int(round_num)):
             return
         weights = from_shareable(task).data or {}
         base = self._keep_global_model(fl_ctx, int(round_num), weights)
@@ -185,7 +185,7 @@ class GradInversionAggregatorFilter(DXOFilter):
             return self._invalid(fl_ctx, -1, site, dxo, "the result carries no round number", started)
         round_num = int(round_num)
         self._record_test_accuracy(round_num, site, dxo.meta)
-        if round_num < self.settings.start_round or (round_num - self.settings.start_round) % self.settings.frequency:
+        if not self._attacks_round(round_num):
             return None
         with self._lock:
             base = self._base_by_round.get(round_num)
@@ -254,6 +254,11 @@ class GradInversionAggregatorFilter(DXOFilter):
         return None
 
     # --- helpers -----------------------------------------------------------------------------------------------
+    def _attacks_round(self, round_num: int) -> bool:
+        """Whether ``start_round`` and ``frequency`` select this round (the others' updates pass unread)."""
+        start, frequency = self.settings.start_round, self.settings.frequency
+        return round_num >= start and (round_num - start) % frequency == 0
+
     def _copy_update(
         self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO, copy: bool = True
     ) -> UpdateToAudit:
