@@ -22,6 +22,7 @@ def test_every_kth_round_attacks_rounds_0_k_2k_and_skips_the_others_with_one_row
             flt.process(client_result(model, *images, round_num=round_num), result_context(engine, site))
             if round_num == 1 and site == "site-1":  # re-sent (its submission timed out): still one row
                 flt.process(client_result(model, *images, round_num=round_num), result_context(engine, site))
+    assert sorted(flt._base_by_round) == [0, 2]  # no global model kept for a round left out
     out_dir = tmp_path / "job-1" / "gradinv"
     flt.handle_event(EventType.END_RUN, engine.new_context())
     with open(out_dir / "metrics.csv") as handle:

@@ -126,7 +126,9 @@ class GradInversionAggregatorFilter(DXOFilter):
         if task is None:
             return
         round_num = task.get_header(AppConstants.CURRENT_ROUND)
-        if round_num is None or round_num in self._base_by_round or not self._attacks_round(int(round_num)):
+        if round_num is None or round_num in self._base_by_round:
+            return
+        if not self._attacks_round(int(round_num)) or self._round_left_out(int(round_num)):
             return
         weights = from_shareable(task).data or {}
         base = self._keep_global_model(fl_ctx, int(round_num), weights)
@@ -187,6 +189,9 @@ class GradInversionAggregatorFilter(DXOFilter):
         self._record_test_accuracy(round_num, site, dxo.meta)
         if not self._attacks_round(round_num):
             return None
+        if self._round_left_out(round_num):
+            self._record_skipped(fl_ctx, round_num, site, dxo.meta)
+            return None
         with self._lock:
             base = self._base_by_round.get(round_num)
         if base is None:
@@ -217,13 +222,6 @@ class GradInversionAggregatorFilter(DXOFilter):
             return _blocked_dxo(dxo) if decision == "block" else None
         auditor = self._get_auditor(fl_ctx)
         if self.settings.mode == "audit":
-            interval = self.settings.audit_round_interval
-            if self.settings.audit_policy == "every_kth_round" and round_num % interval:
-                reason = f"round {round_num} is not audited (audit_policy=every_kth_round, every {interval} rounds)"
-                self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: skipped: {reason}")
-                auditor.record_failure(round_num, site, "skipped", "pass", reason, update.meta)
-                self._decisions.remember(key, "pass")
-                return None
             try:
                 self._enqueue(update, fl_ctx, started)
             except AttackInputError as exc:
@@ -258,6 +256,24 @@ class GradInversionAggregatorFilter(DXOFilter):
         """Whether ``start_round`` and ``frequency`` select this round (the others' updates pass unread)."""
         start, frequency = self.settings.start_round, self.settings.frequency
         return round_num >= start and (round_num - start) % frequency == 0
+
+    def _round_left_out(self, round_num: int) -> bool:
+        """Whether audit mode's ``every_kth_round`` policy leaves this round out (its updates get a ``skipped`` row)."""
+        settings = self.settings
+        return (settings.mode == "audit" and settings.audit_policy == "every_kth_round"
+                and round_num % settings.audit_round_interval != 0)
+
+    def _record_skipped(self, fl_ctx: FLContext, round_num: int, site: str, meta: Mapping[str, Any] | None) -> None:
+        """The one ``skipped`` row of a site's update in a round left out. Nothing of the update is read (no copy, no
+        fingerprint, no offloaded tensor loaded): a re-sent update of that round and site gets no second row."""
+        key = (round_num, site, "every_kth_round")
+        if self._decisions.get(key) is not None:
+            return
+        self._decisions.remember(key, "pass")
+        interval = self.settings.audit_round_interval
+        reason = f"round {round_num} is not audited (audit_policy=every_kth_round, every {interval} rounds)"
+        self.log_info(fl_ctx, f"gradinv: round {round_num} {site}: skipped: {reason}")
+        self._get_auditor(fl_ctx).record_failure(round_num, site, "skipped", "pass", reason, _plain_meta(meta))
 
     def _copy_update(
         self, fl_ctx: FLContext, round_num: int, site: str, base: Mapping[str, np.ndarray], dxo: DXO, copy: bool = True
