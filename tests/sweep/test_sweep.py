@@ -300,6 +300,24 @@ def test_calibration_flags_a_site_failing_again_and_never_counts_a_gap_as_a_pass
     assert zero.sigma0 == 0.0 and zero.passes_at_zero and zero.accuracy_cost == 0.0
 
 
+def test_an_rdlv_verdict_says_when_the_noisiest_run_leaks_no_visible_image():
+    def row(sigma0, round_number, ssim_max, rdlv):
+        return {"filter": "gaussian", "sigma0": str(sigma0), "site": "site-3", "round": str(round_number),
+                "num_images": "4", "ssim_max": str(ssim_max), "ssim": str(ssim_max), "rdlv": str(rdlv)}
+
+    # As measured in a sweep: at σ0 = 30 a reconstruction of SSIM 0.05 beats a prior of SSIM ~0.01 to its image.
+    unreadable = [row(0, 0, 0.5, 6.5), row(0, 1, 0.4, 21.5), row(30, 0, 0.04, -0.8), row(30, 1, 0.05, 0.58)]
+    (result,) = calibrate(unreadable, "rdlv")
+    assert result.sigma0 is None and result.best_ssim_at_max_sigma0 == 0.05
+    assert result.verdict().startswith("> 30 (no") and "no image is visibly leaked (best SSIM 0.05)" in result.verdict()
+    (ssim,) = calibrate(unreadable, "ssim")
+    assert ssim.sigma0 == 30.0 and "visibly" not in ssim.verdict()
+
+    visible = [row(0, 0, 0.9, 6.5), row(30, 0, 0.7, 0.9)]  # still visibly leaked: the verdict says no more
+    (result,) = calibrate(visible, "rdlv")
+    assert result.verdict() == "> 30 (no \u03c30 up to 30 suffices)"
+
+
 def test_bisection_points_are_the_midpoints_of_every_bracket(tmp_path, base_settings):
     _, outcomes, _ = _sweep(tmp_path, base_settings, [0.0, 10.0, 30.0])
     rows = _rows(outcomes)

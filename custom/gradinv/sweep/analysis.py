@@ -327,6 +327,7 @@ class Calibration:
     failing_above: list[float] = field(default_factory=list)  # σ0 > sigma0 that fail again (noise is random)
     not_measured: list[float] = field(default_factory=list)
     passes_at_zero: bool = False
+    best_ssim_at_max_sigma0: float | None = None  # the worst round's best-image SSIM at max_sigma0
 
     @property
     def accuracy_cost(self) -> float | None:
@@ -340,7 +341,15 @@ class Calibration:
         if self.sigma0 is None:
             if self.max_sigma0 is None:
                 return "not measured"
-            return f"> {format_sigma(self.max_sigma0)} (no \u03c30 up to {format_sigma(self.max_sigma0)} suffices)"
+            text = f"> {format_sigma(self.max_sigma0)} (no \u03c30 up to {format_sigma(self.max_sigma0)} suffices)"
+            best = self.best_ssim_at_max_sigma0
+            if self.criterion == "rdlv" and best is not None and best < VISIBLY_LEAKED_SSIM:
+                # RDLV > 0 only says that a reconstruction is closer to its image than the prior is; with a prior
+                # far from an image (SSIM of a few hundredths) noise passes that line.
+                text += (f"; yet at \u03c30 = {format_sigma(self.max_sigma0)} no image is visibly leaked (best SSIM "
+                         f"{best:.2f}): RDLV > 0 there means a reconstruction beats a prior far from its image; "
+                         "read the SSIM criterion")
+            return text
         text = f"\u03c30 = {format_sigma(self.sigma0)}"
         if self.passes_at_zero:
             text += " (passes without noise)"
@@ -365,6 +374,7 @@ def calibrate(rows: Iterable[Row], criterion: str) -> list[Calibration]:
                            and p.passes(criterion) is False],
             not_measured=[s for s, p in by_sigma.items() if p.passes(criterion) is None],
             passes_at_zero=first == 0.0,
+            best_ssim_at_max_sigma0=_max(by_sigma[max(by_sigma)].ssim_max_by_round) if by_sigma else None,
         ))
     return results
 
