@@ -126,14 +126,15 @@ class GradInversionAggregatorFilter(DXOFilter):
         if task is None:
             return
         round_num = task.get_header(AppConstants.CURRENT_ROUND)
-        if round_num is None or round_num in self._base_by_round:
+        if round_num is None:
             return
-        if not self._attacks_round(int(round_num)) or self._round_left_out(int(round_num)):
+        round_num = int(round_num)
+        if round_num in self._base_by_round or not self._attacks_round(round_num) or self._round_left_out(round_num):
             return
         weights = from_shareable(task).data or {}
-        base = self._keep_global_model(fl_ctx, int(round_num), weights)
+        base = self._keep_global_model(fl_ctx, round_num, weights)
         with self._lock:
-            self._base_by_round[int(round_num)] = base
+            self._base_by_round[round_num] = base
             for old in sorted(self._base_by_round)[:-_ROUNDS_KEPT]:
                 del self._base_by_round[old]
             live_rounds = set(self._base_by_round)

@@ -87,8 +87,9 @@ class RoundSpiller:
 class SpilledGlobal(Mapping[str, np.ndarray]):
     """A global model file from :func:`spill_global`, read one array at a time.
 
-    The file is opened once and stays open: if the round's file is deleted as unused while a late update of that round
-    is still on its way, that update's spill writes it again from the open file. Thread-safe.
+    The file is opened once and stays open while anything refers to it (numpy closes it when the object goes): if the
+    round's file is deleted as unused while a late update of that round is still on its way, that update's spill
+    writes it again from the open file. Thread-safe.
     """
 
     def __init__(self, path: Path):
@@ -106,9 +107,6 @@ class SpilledGlobal(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self._names)
-
-    def close(self) -> None:
-        self._archive.close()
 
 
 def spill_global(round_num: int, global_state: Mapping[str, np.ndarray], folder: str | os.PathLike) -> Path:
