@@ -99,6 +99,31 @@ def test_class_folders_give_labels_and_multi_step_clients_run(class_folder, tmp_
     assert json.loads((out / "metrics.json").read_text())["labels_known"] is True
 
 
+def test_a_time_budget_stops_the_attack_warns_with_the_budget_needed_and_reports_it(flat_folder, tmp_path, capsys,
+                                                                                     caplog):
+    code = main(["attack", "--images", str(flat_folder), "--iterations", "100000", "--time-budget", "1",
+                 "--out", str(tmp_path / "out"), "--json", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = _last_json(captured.out)
+    assert result["stopped"] == "time_budget" and result["time_budget_s"] == 1.0
+    assert 0 < result["iterations"] < 100000 and result["converged"] is False
+    # Projected from the first iterations' speed: far beyond the budget, and the warning names what would suffice.
+    assert result["projected_seconds"] > 10
+    assert "time budget is 1 s" in caplog.text and "--time-budget" in caplog.text
+    assert "stopped early (time_budget)" in captured.err
+
+
+def test_the_default_preset_follows_the_models_head(flat_folder, tmp_path, capsys):
+    code = main(["attack", "--images", str(flat_folder), "--model", "resnet18_monai", "--iterations", "1",
+                 "--out", str(tmp_path / "out"), "--json", *SMALL])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = _last_json(captured.out)
+    assert result["preset"] == "gap"  # a global-average-pool head (bn_cnn's flatten head gets "fast", tested above)
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["attack_config"]["bn_scale"] == "relative"
+
+
 def test_human_summary_without_json_and_prior_option(flat_folder, tmp_path, capsys):
     prior = _save("moon", tmp_path / "prior.png")
     out = tmp_path / "out"
@@ -169,6 +194,8 @@ def _bad(tmp_path, flat_folder):
         "training diverged": (["--images", folder, "--lr", "1e30"], ["training diverged", "smaller --lr"]),
         "prior with NaN pixels": (["--images", folder, "--prior", str(nan_prior)], ["--prior", "nan.tif", "NaN"]),
         "prior folder without images": (["--images", folder, "--prior", str(empty)], ["--prior", "is empty"]),
+        "time budget <= 0": (["--images", folder, "--time-budget", "0"], ["--time-budget", "positive"]),
+        "time budget not finite": (["--images", folder, "--time-budget", "nan"], ["--time-budget", "nan"]),
     }
 
 
@@ -178,7 +205,7 @@ CASES = ["missing folder", "empty folder", "only non-image files", "fewer images
          "not a device", "not a number", "unknown option", "newline in a file name", "empty images path",
          "empty out path", "empty prior path", "out is the images folder", "out inside the images folder",
          "seed out of range", "resolution too large", "unsupported device", "training diverged",
-         "prior with NaN pixels", "prior folder without images"]
+         "prior with NaN pixels", "prior folder without images", "time budget <= 0", "time budget not finite"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -8,7 +8,7 @@ from gradinv.attack import get_preset
 from gradinv.attack.inputs import validate_attack_inputs
 from gradinv.attack.losses import mean_cosine_distance
 from gradinv.attack.objective import InversionObjective
-from gradinv.attack.presets import PRESETS, head_kind, preset_for_model
+from gradinv.attack.presets import PRESET_NAMES, PRESETS, check_preset, head_kind, preset_for_model, resolve_preset
 from gradinv.errors import AttackInputError
 from gradinv.models import BNConvNet
 from gradinv.recipe import TrainingRecipe
@@ -72,3 +72,18 @@ def test_gap_objective_is_zero_at_the_true_images_and_positive_elsewhere(client_
     _, elsewhere, _ = objective(torch.rand_like(images), targets)
     for term in ("update_layer_cosine", "bn"):
         assert float(at_truth[term].detach()) < 1e-3 < float(elsewhere[term].detach())
+
+
+def test_auto_resolves_by_structure_and_other_names_stay():
+    assert "auto" in PRESET_NAMES and "auto" not in PRESETS
+    assert resolve_preset("auto", BNConvNet(resolution=16)) == "fast"
+    assert resolve_preset("auto", _PooledByModule()) == "gap"
+    assert resolve_preset("thorough", _PooledByModule()) == "thorough"
+
+
+def test_auto_overrides_are_checked_against_every_preset_it_can_become_before_the_model_is_known():
+    check_preset("auto", {"iterations": 10})
+    with pytest.raises(AttackInputError, match="bn_scale"):
+        check_preset("auto", {"bn_scale": "scaled"})
+    with pytest.raises(AttackInputError, match="unknown attack preset 'turbo'.*auto"):
+        check_preset("turbo")

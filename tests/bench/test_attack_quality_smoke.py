@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "attack_quality.py"
 
 
@@ -58,3 +60,29 @@ def test_quality_benchmark_multi_image_kinds_use_class_folders_and_several_steps
     assert kinds["eight-b4-2cls"]["labels"] == [0] * 4 + [1] * 4
     assert summary["four-b4-4cls"]["pass"] is None  # measured, no target
     assert isinstance(summary["eight-b4-2cls"]["pass"], bool) and summary["eight-b4-2cls"]["ssim_target"] == 0.5
+
+
+def test_quality_benchmark_runs_another_registry_model_within_its_time_budget():
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model", "resnet18_monai", "--resolution", "32", "--kinds", "single",
+         "--cases", "1", "--seeds", "0", "--iterations", "2", "--threads", "1"], capture_output=True, text=True,
+        timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert (summary["model"], summary["resolution"], summary["time_budget_s"]) == ("resnet18_monai", 32, 600.0)
+    (run,) = summary["runs_detail"]
+    assert run["preset"] == "gap" and run["iterations"] == 2  # the global-average-pool head's preset
+    assert 0 <= run["update_distance"] <= 2 and run["converged"] is False
+    # The target on these models: one image at SSIM >= 0.6 within the time budget.
+    assert summary["single"]["ssim_target"] == 0.6 and summary["single"]["pass"] is False
+    assert "update distance mean" in completed.stdout
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--model", "vgg"], "unknown --model 'vgg'"),
+    (["--model", "resnet18_monai", "--kinds", "rgb"], "the rgb kind attacks the example job's own model"),
+    (["--time-budget", "0"], "--time-budget must be a positive number"),
+])
+def test_quality_benchmark_rejects_bad_model_options(arguments, message):
+    completed = subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True)
+    assert completed.returncode == 2 and message in completed.stderr

@@ -81,3 +81,28 @@ def test_job_model_follows_the_controllers_persistor_id_and_builds_an_exported_s
 def test_a_job_without_a_model_says_what_to_configure():
     with pytest.raises(GradinvError, match="give the filter the architecture"):
         job_model(_Engine({}))
+
+
+def test_the_default_preset_is_chosen_by_the_models_head_once_the_model_is_known(tmp_path):
+    from gradinv.attack import PRESETS
+    from gradinv.fl.auditor import LeakageAuditor
+
+    settings = AuditSettings(prior="none", progress=False, attack_overrides={"iterations": 7})
+    assert settings.preset == "auto"
+
+    def job_model_not_built_yet():
+        raise AssertionError("the job's model is only looked up when an update needs it")
+
+    waiting = LeakageAuditor(tmp_path / "a", job_model_not_built_yet, settings)
+    assert waiting.preset == "auto"  # nothing resolved at construction
+    pooled = LeakageAuditor(tmp_path / "b", build_model("resnet18_monai", num_classes=2, resolution=32), settings)
+    assert pooled.config == PRESETS["gap"].replace(iterations=7) and pooled.preset == "gap"
+    flatten = LeakageAuditor(tmp_path / "c", build_model("bn_cnn", num_classes=2, resolution=32), settings)
+    assert flatten.config == PRESETS["fast"].replace(iterations=7) and flatten.preset == "fast"
+    chosen = LeakageAuditor(tmp_path / "d", job_model_not_built_yet, AuditSettings(prior="none", preset="thorough"))
+    assert chosen.config == PRESETS["thorough"] and chosen.preset == "thorough"  # a named preset needs no model
+
+
+def test_auto_preset_overrides_are_checked_at_construction():
+    with pytest.raises(ConfigurationError, match="bn_scale"):
+        AuditSettings(attack_overrides={"bn_scale": "scaled"})

@@ -143,7 +143,8 @@ class _TimeProjection:
             logger.warning(
                 "%s: this attack needs about %.0f s (%.3g s per iteration x %d iterations) but its time budget is "
                 "%.0f s: it will stop early and score its best iterate so far. For the whole attack set its time "
-                "budget (time_budget_s) to at least %.0f s, use fewer iterations, or run it on a GPU.",
+                "budget (time_budget_s; --time-budget of gradinv attack) to at least %.0f s, use fewer iterations, "
+                "or run it on a GPU.",
                 description, self.seconds, per_iteration, self.planned_iterations, budget_s, 1.1 * self.seconds,
             )
 

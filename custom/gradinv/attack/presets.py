@@ -1,5 +1,8 @@
 """Attacks described as data: an :class:`AttackConfig` per named preset, overridable key by key.
 
+``auto`` (the default of the filter and of ``gradinv attack``) picks by the model's structure
+(:func:`preset_for_model`): ``fast`` for a flatten head, ``gap`` for a head that pools over space.
+
 - ``fast``: what inverts a small BatchNorm CNN's (flatten head) update in CPU seconds to minutes: cosine update
   matching (weight 1) + exact BatchNorm running-stat replay (weight rising 0.1 -> 0.3 over each run) + TV/L2
   priors, Adam(0.1, betas 0.9/0.9), 100-iteration warm-up + cosine decay, analytic label counts; 1000 iterations
@@ -17,9 +20,9 @@
   not the recommended one. GPU-scale.
 - ``gpu``: the corrected objective at the paper's scale (ResNet-18, 224 px): ``fast``'s loss with
   20k iterations; for a GPU.
-- ``gap``: for global-average-pool heads (MONAI ResNet/DenseNet), the default :func:`preset_for_model` picks for
-  them: relative BatchNorm matching (weight 1), Adam lr 0.01, 1500 iterations (~10 min of one CPU thread on
-  ``resnet18_monai`` at 64 px). It does not yet reconstruct such clients (measured SSIM 0.03-0.18, no structure):
+- ``gap``: for global-average-pool heads (MONAI ResNet/DenseNet), what ``auto`` picks for them: relative
+  BatchNorm matching (weight 1), Adam lr 0.01, 1500 iterations (~10 min of one CPU thread on ``resnet18_monai`` at
+  64 px). It does not yet reconstruct such clients (measured SSIM 0.03-0.18, no structure):
   ``docs/architectures.md`` has the measurements and what is left to try.
 """
 
@@ -446,3 +449,26 @@ def preset_for_model(model: Any) -> str:
     """The preset to attack ``model`` with: ``"fast"`` for a flatten head (the last layer's update holds the
     image's layout), ``"gap"`` for a head that pools over space (see :func:`head_kind`)."""
     return "gap" if head_kind(model) == "pooled" else "fast"
+
+
+#: The preset name that means "chosen by the model's structure" (:func:`preset_for_model`): the filter's and
+#: ``gradinv attack``'s default.
+AUTO_PRESET = "auto"
+#: What :data:`AUTO_PRESET` can become; overrides are checked against each at construction.
+_AUTO_CHOICES = ("fast", "gap")
+#: Every name a user may give: ``auto`` and the presets.
+PRESET_NAMES = (AUTO_PRESET, *PRESETS)
+
+
+def resolve_preset(name: str, model: Any) -> str:
+    """``name``, or for ``auto`` the preset :func:`preset_for_model` picks for ``model``."""
+    return preset_for_model(model) if name == AUTO_PRESET else name
+
+
+def check_preset(name: str, overrides: Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`AttackInputError` when ``name`` is not a preset name or ``overrides`` do not apply to it (to
+    each preset ``auto`` may become), before any model is known."""
+    if name not in PRESET_NAMES:
+        raise AttackInputError(f"unknown attack preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}")
+    for choice in _AUTO_CHOICES if name == AUTO_PRESET else (name,):
+        get_preset(choice, overrides)

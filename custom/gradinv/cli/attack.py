@@ -15,8 +15,9 @@ Writes ``<OUT>/reconstruction.png`` (row 1 originals, row 2 their paired reconst
 ``<OUT>/metrics.json`` (settings, attack diagnostics, every metric), both mode 0600 in a folder created 0700:
 reconstructions of patient images are patient data. ``--json`` prints one JSON object as the last stdout line.
 
-Defaults are the CPU-fast setting: ``bn_cnn`` at 64 px grayscale, preset ``fast`` (1000 iterations per image,
-capped at 3 images' worth), batch size N (one full-batch step), 1 epoch, lr 0.01, seed 0.
+Defaults are the CPU-fast setting: ``bn_cnn`` at 64 px grayscale, preset ``auto`` (``fast`` for a flatten head:
+1000 iterations per image, capped at 2 images' worth; ``gap`` for a global-average-pool head), batch size N (one
+full-batch step), 1 epoch, lr 0.01, seed 0, no time budget.
 
 Only argument parsing is imported with the CLI; torch, the data loaders and the metrics load when it runs.
 """
@@ -77,11 +78,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="bn_cnn", metavar="NAME", help="architecture (default bn_cnn)")
     parser.add_argument("--resolution", type=int, default=64, metavar="R",
                         help="images are centre-cropped and resized to R x R grayscale (default 64)")
-    parser.add_argument("--preset", default="fast", metavar="NAME", help="attack preset (default fast)")
+    parser.add_argument("--preset", default="auto", metavar="NAME",
+                        help="attack preset: auto (default: fast for a flatten head, gap for a global-average-pool "
+                             "head such as MONAI's ResNets and DenseNets), fast, thorough, gap, gpu, paper")
     parser.add_argument("--iterations", type=int, default=None, metavar="K",
                         help="attack iterations per image, overriding the preset's (the fast preset runs "
                              "K x min(N, 2) iterations, 3 times from different starts when N >= 2, and keeps the "
                              "run with the lowest attack loss; default: the preset's, 1000 for fast)")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="S",
+                        help="stop the attack after S seconds and score its best iterate; warns, after its first "
+                             "iterations, when the whole attack would need more and says how much (default: none)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds the model initialisation, the batch order, flat-folder labels and the attack")
     parser.add_argument("--prior", default=None, type=path_argument, metavar="PATH",
@@ -113,6 +119,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise GradinvError(f"--lr must be a positive number, got {args.lr}")
     if args.iterations is not None and args.iterations < 1:
         raise GradinvError(f"--iterations must be at least 1, got {args.iterations}")
+    if args.time_budget is not None and not (math.isfinite(args.time_budget) and args.time_budget > 0):
+        raise GradinvError(f"--time-budget must be a positive number of seconds, got {args.time_budget}")
     if args.threads is not None and args.threads < 1:
         raise GradinvError(f"--threads must be at least 1, got {args.threads}")
     if args.resolution < MIN_RESOLUTION:
@@ -123,13 +131,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
         raise GradinvError(f"--seed must be an integer from {SEED_RANGE[0]} to {SEED_RANGE[1]}, got {args.seed}")
 
-    from gradinv.attack.presets import PRESETS
+    from gradinv.attack.presets import PRESET_NAMES
     from gradinv.models import MODEL_NAMES
 
     if args.model not in MODEL_NAMES:
         raise GradinvError(f"unknown model {args.model!r}; choose one of: {', '.join(MODEL_NAMES)}")
-    if args.preset not in PRESETS:
-        raise GradinvError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    if args.preset not in PRESET_NAMES:
+        raise GradinvError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESET_NAMES)}")
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise GradinvError(f"--out {out} exists and is not a folder")
@@ -188,7 +196,7 @@ def run_attack(args: argparse.Namespace) -> int:
 
     import torch
 
-    from gradinv.attack import attack_update, get_preset
+    from gradinv.attack import attack_update, get_preset, resolve_preset
     from gradinv.attack.scoring import attack_converged
     from gradinv.data import list_images, load_images
     from gradinv.fl.artifacts import image_grid
@@ -207,13 +215,15 @@ def run_attack(args: argparse.Namespace) -> int:
     num_classes = max(MIN_CLASSES, len(listed.class_names))
     recipe = TrainingRecipe(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size or num_images, seed=args.seed)
     batch_sizes = {len(batch) for batch in recipe.batches(num_images)}
-    config = get_preset(args.preset, {} if args.iterations is None else {"iterations": args.iterations})
     prior, prior_description = _load_prior(args.prior, args.resolution)
 
     # The client: a freshly initialised global model (seeded, without touching the caller's RNG), trained once.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         model = _build_model(args.model, num_classes, args.resolution, batch_sizes)
+    preset = resolve_preset(args.preset, model)
+    overrides = {"iterations": args.iterations, "time_budget_s": args.time_budget}
+    config = get_preset(preset, {key: value for key, value in overrides.items() if value is not None})
     try:
         update = simulate_client(model, images, labels, recipe)
     except AttackInputError as exc:  # a diverged local training: nothing worth inverting
@@ -251,7 +261,9 @@ def run_attack(args: argparse.Namespace) -> int:
         assignment=scores["assignment"],
         model=args.model,
         resolution=args.resolution,
-        preset=args.preset,
+        preset=preset,
+        time_budget_s=args.time_budget,
+        projected_seconds=result.projected_seconds,
         batch_size=recipe.effective_batch_size(num_images),
         epochs=args.epochs,
         lr=args.lr,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gradinv.attack import attack_update, resolve_device
+from gradinv.attack import AUTO_PRESET, AttackConfig, attack_update, resolve_device, resolve_preset
 from gradinv.attack.scoring import attack_converged, leak_score
 from gradinv.errors import AttackInputError, DataError, GradinvError
 from gradinv.fl import meta as meta_protocol
@@ -84,7 +84,8 @@ class LeakageAuditor:
         self.writer = ArtifactWriter(out_dir, save_images=settings.save_images)
         self._model = model
         self.settings = settings
-        self.config = settings.attack_config()
+        self._config: AttackConfig | None = None
+        self._preset = settings.preset
         self.audit_datalists = dict(audit_datalists or {})
         self.declared = (
             None
@@ -104,6 +105,24 @@ class LeakageAuditor:
             except GradinvError as exc:
                 raise AttackInputError(str(exc)) from exc
         return self._model
+
+    @property
+    def config(self) -> AttackConfig:
+        """The attack's settings: the preset with its overrides; ``auto`` is resolved for the model when first
+        needed (the job's own model is known only from its first update)."""
+        if self._config is None:
+            model = self.model if self.preset_is_auto else None
+            self._config, self._preset = self.settings.attack_config(model), resolve_preset(self.settings.preset, model)
+        return self._config
+
+    @property
+    def preset_is_auto(self) -> bool:
+        return self.settings.preset == AUTO_PRESET
+
+    @property
+    def preset(self) -> str:
+        """The preset's name for the rows: ``auto`` until it is resolved (see :attr:`config`)."""
+        return self._preset
 
     def audit(self, update: UpdateToAudit, time_budget_s: float | None = None) -> AuditOutcome:
         """Attack one update and record it. Raises :class:`AttackInputError` for malformed inputs
@@ -151,7 +170,7 @@ class LeakageAuditor:
             ),
             "iterations": result.iterations,
             "device": str(resolve_device(self.settings.device)),
-            "preset": self.settings.preset,
+            "preset": self.preset,
         }
         details: dict[str, Any] = {
             "recipe": recipe.to_meta(),
@@ -219,7 +238,7 @@ class LeakageAuditor:
             "decision": decision,
             "reason": reason,
             "seconds": seconds,
-            "preset": self.settings.preset,
+            "preset": self.preset,
         }
         num_images = (meta or {}).get(meta_protocol.META_NUM_IMAGES)
         if isinstance(num_images, (int, np.integer)) and not isinstance(num_images, bool):

@@ -33,7 +33,7 @@ from nvflare.app_common.app_event_type import AppEventType
 
 from gradinv import __version__
 from gradinv.arrays import to_numpy
-from gradinv.attack import resolve_device
+from gradinv.attack import AUTO_PRESET, resolve_device
 from gradinv.errors import AttackInputError, GradinvError
 from gradinv.fl.artifacts import safe_path_part
 from gradinv.fl.auditor import LeakageAuditor, UpdateToAudit, datalists_by_site
@@ -64,7 +64,7 @@ class GradInversionAggregatorFilter(DXOFilter):
         normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
         num_classes: int | None = None,
         client_training: dict | None = None,
-        preset: str = "fast",
+        preset: str = AUTO_PRESET,
         attack_overrides: dict | None = None,
         mode: str = "gate",
         block_threshold: float | None = None,
@@ -98,7 +98,6 @@ class GradInversionAggregatorFilter(DXOFilter):
         # Kept under their own names, as given: NVFlare's job API exports constructor arguments from there.
         for name, value in arguments.items():
             setattr(self, name, value)
-        self.attack_config = self.settings.attack_config()
 
         self._auditor: LeakageAuditor | None = None
         self._base_by_round: dict[int, Mapping[str, np.ndarray]] = {}
@@ -332,7 +331,8 @@ class GradInversionAggregatorFilter(DXOFilter):
                     import torch
 
                     torch.set_num_threads(int(settings.num_threads))
-                if settings.model is None:
+                model_pending = settings.model is None
+                if model_pending:
                     # Resolved at the first update: by then the persistor has built the job's model.
                     model = functools.partial(job_model, engine)
                 else:
@@ -342,15 +342,18 @@ class GradInversionAggregatorFilter(DXOFilter):
                 self._auditor = LeakageAuditor(
                     out_dir, model, settings, audit_datalists=datalists_by_site(settings.audit_datalists)
                 )
+                preset_pending = model_pending and self._auditor.preset_is_auto
                 self._auditor.writer.write_settings(
                     {
                         "gradinv_version": __version__,
                         "filter": _json_safe(settings.to_dict()),
                         "model": describe_spec(settings.model),
                         "prior": self._auditor.prior_description,
-                        "attack": self.attack_config.to_dict(),
+                        # With preset "auto" and the job's own model, the preset is known at the first update
+                        # (every row names the one used).
+                        "attack": None if preset_pending else self._auditor.config.to_dict(),
                         "mode": settings.mode,
-                        "preset": settings.preset,
+                        "preset": self._auditor.preset,
                         "device": str(resolve_device(settings.device)),
                         "ground_truth": bool(settings.audit_datalists),
                     }

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from gradinv.attack import AttackConfig, get_preset
+from gradinv.attack import AUTO_PRESET, AttackConfig, check_preset, get_preset, resolve_preset
 from gradinv.errors import ConfigurationError, GradinvError
 from gradinv.fl.scheduler import AUDIT_POLICIES
 from gradinv.models.normalization import check_normalization
@@ -43,7 +43,10 @@ class AuditSettings:
         client_training: what the server declares about clients whose script cannot change (the paper's
             assumption that the server set the local hyper-parameters): the fields of
             :func:`gradinv.fl.training_meta`'s result as a dict; the client's meta, when present, wins.
-        preset: attack preset (``fast`` for CPUs, ``gpu`` / ``paper`` for the paper's scale).
+        preset: attack preset. ``auto`` (default): chosen by the model's structure when the first update arrives
+            (``fast`` for a flatten head, ``gap`` for a global-average-pool head such as MONAI's ResNets and
+            DenseNets; :func:`gradinv.attack.presets.preset_for_model`); ``fast``, ``thorough``, ``gap``, or
+            ``gpu`` / ``paper`` for the paper's scale on a GPU.
         attack_overrides: per-key overrides of the preset, e.g. ``{"iterations": 300}``.
         mode: ``gate`` (attack before FedAvg proceeds, within ``time_budget_s`` per update; leaking updates can be
             blocked) or ``audit`` (copy and return at once; attack in a background worker drained at the end of the
@@ -93,7 +96,7 @@ class AuditSettings:
     normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     num_classes: int | None = None
     client_training: Mapping[str, Any] | None = None
-    preset: str = "fast"
+    preset: str = AUTO_PRESET
     attack_overrides: Mapping[str, Any] | None = None
     mode: str = "gate"
     block_threshold: float | None = None
@@ -176,7 +179,7 @@ class AuditSettings:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
         try:
-            self.attack_config()
+            check_preset(self.preset, self.attack_overrides)
         except GradinvError as exc:
             problems.append(str(exc))
         if self.model is not None:
@@ -194,9 +197,9 @@ class AuditSettings:
         if problems:
             raise ConfigurationError("invalid gradinv filter settings: " + "; ".join(problems))
 
-    def attack_config(self) -> AttackConfig:
-        """The preset with its overrides (validated)."""
-        return get_preset(self.preset, dict(self.attack_overrides or {}))
+    def attack_config(self, model: Any) -> AttackConfig:
+        """The preset (``auto`` resolved for ``model``) with its overrides (validated)."""
+        return get_preset(resolve_preset(self.preset, model), dict(self.attack_overrides or {}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
