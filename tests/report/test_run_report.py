@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import stat
@@ -152,3 +153,13 @@ def test_an_attack_that_did_not_converge_is_marked_and_its_low_score_not_read_as
     assert 'class="badge warn">not converged' in card and "not evidence that this site is safe" in card
     assert "no: not converged (update distance 0.640)" in card
     assert page.count('class="badge warn">not converged') == 1
+
+
+def test_an_auto_preset_is_shown_with_the_presets_the_rows_used(run_dir: Path) -> None:
+    settings_path = run_dir / "gradinv" / "settings.json"
+    settings = json.loads(settings_path.read_text())
+    settings_path.write_text(json.dumps({**settings, "preset": "auto"}))
+    metrics = run_dir / "gradinv" / "metrics.csv"
+    metrics.write_text(metrics.read_text().replace("cpu-fast", "gap"))
+    page = build_report(run_dir).read_text(encoding="utf-8")
+    assert "auto (gap)" in page

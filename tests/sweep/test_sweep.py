@@ -385,7 +385,7 @@ def test_report_is_self_contained_private_and_links_every_run(tmp_path, base_set
     assert all((out / link).is_file() for link in links)
     for text in ("synthetic flat prior", "Criterion rdlv", "Criterion ssim", "no image visibly leaked",
                  "&gt; 30 (no \u03c30 up to 30 suffices)", "Spearman", "n = ", "SVTPrivacy", "Calibrated noise",
-                 "lr 0.001, 1 epoch(s), batch all images, seed 0", "preset fast, overrides none",
+                 "lr 0.001, 1 epoch(s), batch all images, seed 0", "preset auto (fast for bn_cnn), overrides none",
                  "the attack did not converge in 2 update(s) at the calibrated \u03c30"):
         assert text in html or text in html.replace("&#x27;", "'"), text
 

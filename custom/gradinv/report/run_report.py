@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gradinv import __version__
+from gradinv.attack.presets import AUTO_PRESET
 from gradinv.attack.scoring import CONVERGED_UPDATE_DISTANCE
 from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
 from gradinv.report.artifacts import (
@@ -186,6 +187,9 @@ def _key_facts(run: RunArtifacts) -> list[tuple[str, object]]:
     for label, key in (("Attack preset", SETTING_PRESET), ("Device", SETTING_DEVICE),
                        ("gradinv version (run)", SETTING_VERSION)):
         value = _lookup(settings, key)
+        if key == SETTING_PRESET and value == AUTO_PRESET:  # resolved per model at the first update: rows name it
+            used = sorted({str(row["preset"]) for row in rows if row.get("preset") not in (None, "", AUTO_PRESET)})
+            value = f"{AUTO_PRESET} ({', '.join(used)})" if used else value
         if value not in (None, ""):
             facts.append((label, str(value)))
     if (run.gradinv_dir / TENSORBOARD_SUBDIR).is_dir():

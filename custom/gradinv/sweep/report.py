@@ -15,7 +15,9 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from gradinv.attack.presets import AUTO_PRESET, resolve_preset
 from gradinv.metrics.evaluate import VISIBLY_LEAKED_SSIM
+from gradinv.models import MODEL_NAMES, build_model
 from gradinv.report.artifacts import load_run_artifacts, natural_key, to_bool, to_float, to_int
 from gradinv.report.html import (
     Html,
@@ -131,6 +133,14 @@ def ssim_utility_figure(rows: Sequence[Mapping[str, object]]) -> Figure:
 # ---------------------------------------------------------------- sections
 
 
+def _preset_text(preset: object, model: object, resolution: object) -> str:
+    """The preset's name; for ``auto`` with a registry model (every run of a sweep trains the same one), also what
+    it picks for that model."""
+    if preset != AUTO_PRESET or model not in MODEL_NAMES or not isinstance(resolution, int):
+        return str(preset)
+    return f"auto ({resolve_preset(AUTO_PRESET, build_model(model, resolution=resolution))} for {model})"
+
+
 def _summary(outcomes: Sequence, meta, prior: str, rows: Sequence[Mapping[str, object]]) -> Html:
     settings = meta.settings
     training, attack = settings.get("training") or {}, settings.get("filter") or {}
@@ -154,7 +164,8 @@ def _summary(outcomes: Sequence, meta, prior: str, rows: Sequence[Mapping[str, o
         ("Model / resolution", f"{settings.get('model')} / {settings.get('resolution')} px"),
         ("Client training", f"lr {training.get('lr')}, {training.get('epochs')} epoch(s), batch "
                             f"{training.get('batch_size') or 'all images'}, seed {training.get('seed')}"),
-        ("Attack", f"preset {attack.get('preset')}, overrides {attack.get('attack_overrides') or 'none'}; "
+        ("Attack", f"preset {_preset_text(attack.get('preset'), settings.get('model'), settings.get('resolution'))}, "
+                   f"overrides {attack.get('attack_overrides') or 'none'}; "
                    f"{meta.iterations_note}"),
         ("Gaussian noise seed", f"{settings.get('seed')} (the same seed for every \u03c30, mixed with the site name)"),
         ("Prior RDLV is relative to", prior_text),
